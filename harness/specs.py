@@ -1,0 +1,104 @@
+"""Dependency specifications as pixi writes them, and their conda MatchSpec form.
+
+pixi accepts ``name = "1.2.*"`` and tables such as ``{ version = ">=1", build =
+"py*", channel = "x" }`` or source specs (``path``/``git``/``url``).  The solver
+wants strict MatchSpec strings, so normalisation lives here, in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rattler import VersionSpec
+from rattler.exceptions import InvalidVersionSpecError
+
+SOURCE_KEYS = ("path", "git", "url")
+_ARCHIVE_SUFFIXES = (".conda", ".tar.bz2")
+
+
+@dataclass(frozen=True, order=True)
+class Dep:
+    """One dependency of one role: ``python 3.12.*``, ``cupy {path = "."}``..."""
+
+    name: str
+    version: str = "*"
+    build: str | None = None
+    channel: str | None = None
+    source: str | None = None  # "path:." / "git:https://..." for source packages
+    when: str | None = None
+
+    @property
+    def is_source(self) -> bool:
+        return self.source is not None
+
+    def matchspec(self) -> str:
+        """Strict MatchSpec text for the solver (``name ==1.2``, ``name 1.2.* py*``)."""
+        version = normalize_version(self.version)
+        text = self.name
+        if version != "*" or self.build:
+            text += f" {version}"
+        if self.build:
+            text += f" {self.build}"
+        return text
+
+    def describe(self) -> str:
+        if self.source:
+            return f"{self.name} ({self.source})"
+        return self.matchspec()
+
+
+def normalize_version(spec: str) -> str:
+    """Canonical version spec; bare versions mean ``==`` as rattler's lenient parser says."""
+    spec = spec.strip()
+    if spec in ("", "*"):
+        return "*"
+    try:
+        return str(VersionSpec(spec, strict=False))
+    except InvalidVersionSpecError:
+        return spec
+
+
+def valid_version(spec: str) -> str | None:
+    """``None`` when ``spec`` parses, else the parser's complaint."""
+    try:
+        VersionSpec(spec.strip() or "*", strict=False)
+    except InvalidVersionSpecError as exc:
+        return str(exc)
+    return None
+
+
+def variant_spec(value: str) -> str:
+    """A build-variant value as a version spec: ``3.12`` pins ``3.12.*`` (conda-build's reading)."""
+    value = str(value).strip()
+    if not value or value == "*":
+        return "*"
+    if value[0].isdigit() and not any(c in value for c in "*<>=!~|, "):
+        return f"{value}.*"
+    return normalize_version(value)
+
+
+def parse_dep(name: str, value: Any) -> Dep | str:
+    """A manifest dependency value as a :class:`Dep`, or a message saying what is wrong."""
+    if isinstance(value, str):
+        return Dep(name=name, version=value.strip() or "*")
+    if not isinstance(value, dict):
+        return f"expected a version string or a table, found {type(value).__name__}"
+    for key in SOURCE_KEYS:
+        if key in value:
+            target = value[key]
+            if not isinstance(target, str):
+                return f"`{key}` must be a string"
+            if key in ("path", "url") and target.endswith(_ARCHIVE_SUFFIXES):
+                return Dep(name=name, source=None, version="*", channel=f"{key}:{target}")
+            return Dep(name=name, source=f"{key}:{target}")
+    version = value.get("version", "*")
+    if not isinstance(version, str):
+        return "`version` must be a string"
+    build = value.get("build")
+    channel = value.get("channel")
+    when = value.get("when")
+    for label, item in (("build", build), ("channel", channel), ("when", when)):
+        if item is not None and not isinstance(item, str):
+            return f"`{label}` must be a string"
+    return Dep(name=name, version=version.strip() or "*", build=build, channel=channel, when=when)
