@@ -130,7 +130,7 @@ def locate(text: str, key: tuple[str, ...]) -> int | None:
 
 def _common(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1

@@ -1,0 +1,188 @@
+"""``harness``: the command line over the core API.
+
+User errors print ``file:line: key: message`` plus a hint and exit 2; nothing a
+user can type ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def _print_warnings(warnings: Sequence[str]) -> None:
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.loader import compile_sources
+
+    compiled = compile_sources([Path(p) for p in args.sources] or None)
+    if not args.quiet:
+        _print_warnings(compiled.warnings)
+    if args.json:
+        json.dump([c.to_json() for c in compiled.cells], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if args.ids:
+        for c in compiled.cells:
+            print(c.id)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("cell", "profile", "platform", "variant", "virtual packages", "gpu"):
+        table.add_column(col)
+    for c in compiled.cells:
+        variant = " ".join(f"{k}={v}" for k, v in c.variant.items()) or "-"
+        vps = " ".join(v for v in c.virtual_packages if not v.startswith(("__unix", "__archspec"))) or "-"
+        table.add_row(c.id, c.profile, c.platform_name or c.platform, variant, vps, c.gpu)
+    Console(width=max(100, _width())).print(table)
+    return 0
+
+
+def _width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 160
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from harness.loader import find_cells
+
+    cells = find_cells([args.cell], [Path(p) for p in args.sources] or None)
+    for cell in cells:
+        if args.json:
+            data = cell.to_json()
+            data["provenance"] = dict(cell.provenance)
+            print(json.dumps(data, indent=2))
+            continue
+        print(render_cell(cell))
+    return 0
+
+
+def render_cell(cell) -> str:  # type: ignore[no-untyped-def]
+    """A human-readable account of a cell: each value and where it came from."""
+    prov = cell.provenance
+    lines = [f"cell {cell.id}"]
+
+    def row(label: str, value: object, key: str | None = None) -> None:
+        origin = prov.get(key) if key else None
+        lines.append(f"  {label:<22} {value}" + (f"    <- {origin}" if origin else ""))
+
+    row("manifest", cell.manifest)
+    if cell.matrix:
+        row("matrix", cell.matrix)
+    row("environment", cell.environment)
+    if cell.axes:
+        row("axes", " ".join(f"{k}={v}" for k, v in cell.axes.items()))
+    row("platform", f"{cell.platform_name} ({cell.platform})" if cell.platform_name != cell.platform else cell.platform)
+    row("profile", f"{cell.profile} (behaves as {cell.profile_base})", "profile")
+    row("pure variant key", cell.pure_key)
+    lines.append("  variant")
+    for k, v in cell.variant.items():
+        row(f"  {k}", v, f"variant.{k}")
+    lines.append("  dependencies")
+    for d in cell.dependencies:
+        row(f"  {d.name}", d.describe(), f"dependencies.{d.name}")
+    row("virtual packages", " ".join(cell.virtual_packages))
+    for k in ("cuda",):
+        if f"system-requirements.{k}" in prov:
+            row(f"  {k}", cell.cuda, f"system-requirements.{k}")
+    row("channels", " ".join(cell.channels))
+    if cell.activation_env:
+        lines.append("  activation env")
+        for k, v in cell.activation_env.items():
+            row(f"  {k}", v, f"activation.env.{k}")
+    row("test command", cell.test_command, "test_command")
+    row("gpu", f"{cell.gpu}" + (f" (needs CUDA {cell.cuda})" if cell.cuda else ""))
+    row("tags", " ".join(cell.tags))
+    if cell.runners:
+        row("runners", " ".join(cell.runners))
+    if cell.package:
+        p = cell.package
+        lines.append(f"  package {p.name} {p.version} via {p.backend} {p.backend_version}")
+        for role, deps in (("build", p.build_deps), ("host", p.host_deps), ("run", p.run_deps)):
+            if deps:
+                row(f"  {role}", ", ".join(d.describe() for d in deps))
+        for k, v in p.config.items():
+            row(f"  config.{k}", json.dumps(v if not hasattr(v, "items") else dict(v), default=list), f"config.{k}")
+    return "\n".join(lines)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "list": cmd_list,
+    "show": cmd_show,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Compile pixi manifests and matrix files into cells; solve, build and test each one.",
+    )
+    from harness import __version__
+
+    parser.add_argument("--version", action="version", version=f"variant-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("list", help="list the cells of matrix files or manifests")
+    p.add_argument("sources", nargs="*", help="matrix files or manifests (default: matrices/*.toml)")
+    p.add_argument("--json", action="store_true", help="a JSON list of cells")
+    p.add_argument("--ids", action="store_true", help="only the cell ids, one per line")
+    p.add_argument("-q", "--quiet", action="store_true", help="no warnings")
+    p = sub.add_parser("show", help="everything a cell resolved to, and where each value came from")
+    p.add_argument("cell", help="a cell id")
+    p.add_argument("sources", nargs="*", help="matrix files or manifests (default: matrices/*.toml)")
+    p.add_argument("--json", action="store_true")
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Later stages (solve, build, test, ...) register their sub-commands here.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+
+
+def _load_extra_commands() -> None:
+    with contextlib.suppress(ImportError):
+        from harness import commands  # noqa: F401  (registers into EXTRA_COMMANDS / COMMANDS)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point.  Exits with ``os._exit`` after flushing: rattler's
+    background threads can crash a normal interpreter shutdown."""
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
