@@ -197,8 +197,8 @@ def test_profile_precedence_holds_for_random_override_stacks(tmp_path_factory, b
 
     text = MANIFEST.replace('backend = { name = "pixi-build-python", version = "*" }',
                             'backend = { name = "custom", version = "*" }')
-    text += f"\n[package.build.config]\nbase = 1\n" + "".join(f'"{k}" = "{v}"\n' for k, v in base.items())
-    text += f"[package.build.target.linux-64.config]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in target.items())
+    text += "\n[package.build.config]\nbase = 1\n" + "".join(f'"{k}" = "{v}"\n' for k, v in base.items())
+    text += "[package.build.target.linux-64.config]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in target.items())
     text += f"[profiles.p]\ninherits = \"dev\"\nbackends = {{ custom = {table(backend)} }}\npackages = {{ pkg = {table(package)} }}\n"
     root = tmp_path_factory.mktemp("p")
     (root / "pixi.toml").write_text(text)
