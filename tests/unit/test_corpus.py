@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from harness.compile import compile_manifest
 from harness.errors import HarnessError
 from harness.manifest.read import load_manifest
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "pixi-manifests"
+CORPUS = Path(os.environ.get("HARNESS_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")) / "corpus" / "pixi-manifests"
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the manifest corpus is not at {CORPUS}")
 
 
