@@ -108,18 +108,9 @@ class Cell:
         return self.manifest.parent
 
     def variant_pins(self) -> list[str]:
-        """The variant assignment as MatchSpecs, fed to every solve of this cell.
-
-        Only keys that name a package some role depends on become pins: a variant
-        key such as ``cuda_compiler_version`` selects a build, it is no package."""
-        deps = list(self.dependencies)
-        if self.package:
-            deps += [*self.package.build_deps, *self.package.host_deps, *self.package.run_deps]
-        names = {d.name for d in deps}
+        """The variant assignment as MatchSpecs, fed to every solve of this cell."""
         pins = []
         for name, value in sorted(self.variant.items()):
-            if name not in names:
-                continue
             spec = variant_spec(value)
             pins.append(name if spec == "*" else f"{name} {spec}")
         return pins

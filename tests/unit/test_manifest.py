@@ -262,14 +262,3 @@ def test_bad_toml_points_at_its_line(write) -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest(write("pixi.toml", BASE + "[dependencies\nx = 1\n"))
     assert info.value.line == 4 and "invalid TOML" in str(info.value)
-
-
-def test_only_variant_keys_that_name_packages_become_solver_pins(write) -> None:
-    write("variants.yaml", "cuda_compiler_version: ['13.0']\n")
-    text = PACKAGE.replace("[workspace.build-variants]", 'build-variants-files = ["variants.yaml"]\n[workspace.build-variants]')
-    text = text.replace("pixi-build-cmake", "pixi-build-rattler-build").replace('extra-args = ["-DA=1"]\nenv = { BASE = "1", KEEP = "base" }', "").replace("[package.build.target.linux-64.config]\nenv = { BASE = \"linux\" }", "")
-    text = text.split("[profiles.ci]")[0] + '[environments]\npy312 = ["py312"]\n'
-    m = load_manifest(write("pixi.toml", text))
-    cell = compile_cell(m, m.environments["py312"])
-    assert dict(cell.variant) == {"cuda_compiler_version": "13.0", "python": "3.12.*"}
-    assert cell.variant_pins() == ["python 3.12.*"]
