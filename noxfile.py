@@ -1,11 +1,15 @@
-"""This repository's own nox sessions.
+"""This repository's own nox sessions, and one session per cell of matrices/*.toml.
 
-``nox -s tests`` runs the test suite, ``nox -s lint`` runs ruff.
+``nox`` (or ``nox -s lint tests``) runs ruff and the test suite;
+``nox -s "test(py312-cu13)" -- -k name`` builds, installs and tests one cell of
+the demo matrix; ``nox -l -t gpu`` lists the cells that need a GPU.
 """
 
 from __future__ import annotations
 
 import nox
+
+import harness.nox
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -23,3 +27,6 @@ def lint(session: nox.Session) -> None:
     """ruff over the code."""
     session.install("ruff")
     session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+
+
+harness.nox.register_matrix_sessions()

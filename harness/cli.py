@@ -7,7 +7,6 @@ user can type ends in a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -154,14 +153,26 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type:
 
 
 def _load_extra_commands() -> None:
-    with contextlib.suppress(ImportError):
-        from harness import commands  # noqa: F401  (registers into EXTRA_COMMANDS / COMMANDS)
+    from harness import commands  # noqa: F401  (registers into EXTRA_COMMANDS / COMMANDS)
+
+
+def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``harness test CELL -- -k foo``: the harness's arguments, and those for the test command."""
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     _load_extra_commands()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
+    if own[:2] == ["channel", "offline"]:  # its own parser, with its own --help
+        return _channel(own[2:] + (["--", *extra] if extra else []))
+    args = parser.parse_args(own)
+    args.extra = extra
     if not args.command:
         parser.print_help()
         return 0
@@ -175,6 +186,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _channel(argv: list[str]) -> int:
+    from harness.channel import channel_main
+
+    try:
+        return channel_main(argv)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> None:

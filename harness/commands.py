@@ -1,4 +1,4 @@
-"""CLI sub-commands over the environment stages: ``harness solve`` and ``harness plan``."""
+"""CLI sub-commands over the stages: ``solve``, ``plan``, ``build``, ``test`` (and ``channel offline``)."""
 
 from __future__ import annotations
 
@@ -9,60 +9,121 @@ from pathlib import Path
 from harness.cli import COMMANDS, EXTRA_COMMANDS
 
 
-def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("solve", help="solve, lock and install the prefixes of cells")
+def _cells_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cells", nargs="+", help="cell ids (globs such as 'py312-*' work)")
-    p.add_argument("--from", dest="sources", action="append", default=[],
+    p.add_argument("--from", dest="sources", action="append", default=[], metavar="SOURCE",
                    help="matrix file or manifest (repeatable; default: matrices/*.toml)")
+
+
+def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("solve", help="solve, lock and install the prefixes of cells (no build)")
+    _cells_args(p)
     p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
     p = sub.add_parser("plan", help="what each stage of a cell would do (cached or to do) and why")
-    p.add_argument("cells", nargs="+", help="cell ids")
-    p.add_argument("--from", dest="sources", action="append", default=[],
-                   help="matrix file or manifest (repeatable; default: matrices/*.toml)")
+    _cells_args(p)
+    p = sub.add_parser("build", help="solve, install and build the package of cells")
+    _cells_args(p)
+    p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p = sub.add_parser(
+        "test",
+        help="solve, install, build, install the build and run the test command of cells",
+        description="Arguments after `--` go to each cell's test command "
+        "(e.g. `harness test py312-cu13 -- -k dot`).",
+    )
+    _cells_args(p)
+    p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    sub.add_parser("channel", help="`harness channel offline`: build the offline conda channel "
+                   "(see `harness channel offline --help`)")
+
+
+def _find(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+    from harness.loader import find_cells
+
+    return find_cells(args.cells, [Path(p) for p in args.sources] or None)
+
+
+def _print_stages(result, cells) -> None:  # type: ignore[no-untyped-def]
+    for cell in cells:
+        stages = result.report.select(cell=cell.id)
+        line = ", ".join(f"{r.stage} {r.status}" for r in stages)
+        print(f"{cell.id}: {line}")
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    import os
+    from harness.pipeline import run_cells
 
-    from harness.cache import Cache
-    from harness.loader import find_cells
-    from harness.report import RunReport
-    from harness.stages import prepare_many
+    cells = _find(args)
+    result = run_cells(cells, test=False, update=args.update, build=False)
+    return _finish_prepare(result, cells)
 
-    os.environ["HARNESS_USED_RATTLER"] = "1"
-    cells = find_cells(args.cells, [Path(p) for p in args.sources] or None)
-    report = RunReport()
-    failed = 0
-    by_cache: dict[Path, list] = {}
-    for cell in cells:
-        by_cache.setdefault(Cache.for_manifest(cell.manifest).root, []).append(cell)
-    for group in by_cache.values():
-        cache = Cache.for_manifest(group[0].manifest)
-        outcome = prepare_many(group, cache=cache, update=args.update, report=report)
-        for cid, error in outcome.failures.items():
-            failed += 1
-            print(f"error: cell {cid}: {error}", file=sys.stderr)
-        path = report.write(cache)
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from harness.pipeline import run_cells
+    from harness.progress import ConsoleProgress
+
+    cells = _find(args)
+    result = run_cells(cells, test=False, update=args.update, listener=ConsoleProgress(quiet=args.quiet))
+    return _finish_prepare(result, cells)
+
+
+def _finish_prepare(result, cells) -> int:  # type: ignore[no-untyped-def]
+    for cid, error in result.errors.items():
+        print(f"error: cell {cid}: {error}", file=sys.stderr)
+    for cid, reason in result.skipped.items():
+        print(f"skipped: cell {cid}: {reason}", file=sys.stderr)
+    for path in result.report_paths:
         print(f"report: {path}", file=sys.stderr)
-    for cell in cells:
-        stages = report.select(cell=cell.id)
-        line = ", ".join(f"{r.stage} {r.status}" for r in stages)
-        print(f"{cell.id}: {line}")
-    return 1 if failed else 0
+    _print_stages(result, cells)
+    return 1 if result.errors else 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from harness.pipeline import run_cells
+    from harness.progress import ConsoleProgress
+    from harness.summary import exit_code, render_summary, summary_rows
+
+    cells = _find(args)
+    result = run_cells(
+        cells, extra_args=args.extra, update=args.update, listener=ConsoleProgress(quiet=args.quiet)
+    )
+    rows = summary_rows(
+        result.report, result.outcomes, [c.id for c in cells], skipped=result.skipped
+    )
+    console = Console(file=sys.stdout)
+    console.print()
+    render_summary(rows, console)
+    for path in result.report_paths:
+        print(f"report: {path}", file=sys.stderr)
+    return exit_code(rows)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from harness.cache import Cache
-    from harness.loader import find_cells
+    from harness.pipeline import register_offline, uses_offline_channel
     from harness.stages import plan
 
-    for cell in find_cells(args.cells, [Path(p) for p in args.sources] or None):
+    for cell in _find(args):
+        cache = Cache.for_manifest(cell.manifest)
+        if uses_offline_channel([cell]):
+            register_offline(cache)
         print(f"cell {cell.id}")
-        for step in plan(cell, Cache.for_manifest(cell.manifest)):
+        for step in plan(cell, cache):
             print(f"  {step.stage:<16} {step.status:<8} {step.reason}")
     return 0
 
 
+def cmd_channel(args: argparse.Namespace) -> int:
+    print("usage: harness channel offline [--help]", file=sys.stderr)
+    return 2
+
+
 EXTRA_COMMANDS.append(_register)
+COMMANDS["channel"] = cmd_channel
 COMMANDS["solve"] = cmd_solve
 COMMANDS["plan"] = cmd_plan
+COMMANDS["build"] = cmd_build
+COMMANDS["test"] = cmd_test

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.cache import Cache, atomic_write_json
 
@@ -65,13 +65,27 @@ class StageTimer:
     def skipped(self, reason: str = "") -> None:
         self.status, self.reason = SKIPPED, reason
 
+    def failed(self, reason: str = "") -> None:
+        """The stage ran and failed (failing tests): recorded without raising."""
+        self.status, self.reason = FAILED, reason
+
+
+class StageListener(Protocol):
+    """Told when a stage starts and ends (the console progress display is one)."""
+
+    def start(self, cell: str, stage: str) -> None: ...
+
+    def end(self, cell: str, stage: str, status: str, reason: str, duration: float) -> None: ...
+
 
 class RunReport:
     """Accumulates :class:`StageResult` values for one run (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: StageListener | None = None) -> None:
         self.started = time.time()
         self.pid = os.getpid()
+        self.listener = listener
+        self.extra: dict[str, Any] = {}  # per-cell test outcomes, artifacts... for the JSON file
         self._results: list[StageResult] = []
         self._lock = threading.Lock()
 
@@ -90,14 +104,21 @@ class RunReport:
         """Time a stage; an exception records it as ``failed`` (with the message) and propagates."""
         timer = StageTimer()
         start = time.perf_counter()
+        if self.listener is not None:
+            self.listener.start(cell, stage)
         try:
             yield timer
         except BaseException as exc:
-            self.record(
-                cell, stage, FAILED, str(exc) or type(exc).__name__, time.perf_counter() - start
-            )
+            reason = str(exc) or type(exc).__name__
+            elapsed = time.perf_counter() - start
+            self.record(cell, stage, FAILED, reason, elapsed)
+            if self.listener is not None:
+                self.listener.end(cell, stage, FAILED, reason.splitlines()[0], elapsed)
             raise
-        self.record(cell, stage, timer.status, timer.reason, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        self.record(cell, stage, timer.status, timer.reason, elapsed)
+        if self.listener is not None:
+            self.listener.end(cell, stage, timer.status, timer.reason, elapsed)
 
     @property
     def results(self) -> tuple[StageResult, ...]:
@@ -133,6 +154,7 @@ class RunReport:
             "pid": self.pid,
             "summary": self.summary(),
             "stages": [asdict(r) for r in self.results],
+            **self.extra,
         }
 
     def write(self, cache: Cache) -> Path:

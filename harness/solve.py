@@ -60,7 +60,18 @@ def _spec_name(spec: str) -> str:
     return spec.split()[0].split("[")[0].split("=")[0].split("<")[0].split(">")[0].lower()
 
 
-def role_requests(cell: Cell) -> tuple[RoleRequest, ...]:
+def _env_specs(cell: Cell) -> list[str]:
+    """The environment's own specs: its dependencies, without the package it builds."""
+    own = cell.package.name if cell.package else None
+    return [d.matchspec() for d in cell.dependencies if not d.is_source and d.name != own]
+
+
+def _merge_specs(*groups: list[str]) -> list[str]:
+    """Specs of several groups, first spelling of each exact spec kept, order kept."""
+    return list(dict.fromkeys(s for group in groups for s in group))
+
+
+def role_requests(cell: Cell, artifact_spec: str | None = None) -> tuple[RoleRequest, ...]:
     """The roles ``cell`` needs, in solve order, each with its specs.
 
     A cell with a package needs ``build`` (its build deps, plus the variant pins
@@ -69,9 +80,18 @@ def role_requests(cell: Cell) -> tuple[RoleRequest, ...]:
     which is how the variant assignment reaches the solve).  A cell without a
     package only tests.  A role with no dependencies of its own is skipped:
     pins alone do not make an environment worth installing.
+
+    The test role depends on the profile.  ``dev`` is a development
+    environment, as pixi's: the environment's dependencies plus the package's
+    host and run dependencies, with the build installed beside them.
+    ``release`` is a clean prefix solved from the environment's dependencies
+    and the built package itself (``artifact_spec``), so only the package's
+    recorded ``depends`` bring its run-time needs: a forgotten run-dependency
+    fails the cell.  Without ``artifact_spec`` a release cell has no test role yet.
     """
     pins = cell.variant_pins()
     out: list[RoleRequest] = []
+    host: list[str] = []
     if cell.package is not None:
         build = cell.specs("build")
         if build:
@@ -80,7 +100,14 @@ def role_requests(cell: Cell) -> tuple[RoleRequest, ...]:
         host = cell.specs("host")
         if host:
             out.append(RoleRequest("host", (*host, *pins)))
-    run = cell.specs("run")
+    if cell.package is None:
+        run = cell.specs("run")
+    elif cell.profile_base == "release":
+        if artifact_spec is None:
+            return tuple(out)
+        run = _merge_specs(_env_specs(cell), [artifact_spec])
+    else:
+        run = _merge_specs(cell.specs("run"), host)
     if run:
         out.append(RoleRequest(TEST_ROLE, (*run, *pins)))
     return tuple(out)

@@ -22,6 +22,14 @@ from typing import Any, NoReturn
 from rattler import Gateway, RepoDataRecord, Subdir
 
 from harness.activation import activation_env
+from harness.build.driver import (
+    Artifact,
+    BuildInputs,
+    artifact_records,
+    build_package,
+    plan_build,
+    read_artifact,
+)
 from harness.cache import Cache
 from harness.cell import Cell, digest
 from harness.channels import ResolvedChannel, resolve_channels
@@ -33,6 +41,7 @@ from harness.lock import (
     changed_fields,
     read_lock,
     record_identity,
+    records_digest,
     role_material,
     warn_untrusted,
     write_lock,
@@ -40,6 +49,7 @@ from harness.lock import (
 from harness.prefix import CURRENT, INCOMPLETE, MISSING, install_prefix, prefix_state
 from harness.pypi import install_pypi, pypi_current, pypi_hash, requirements
 from harness.report import FAILED, RunReport
+from harness.report import SKIPPED as SKIPPED_STATUS
 from harness.solve import TEST_ROLE, RoleRequest, role_requests, solve_role
 
 TO_DO = "to do"
@@ -58,6 +68,7 @@ class PreparedCell:
     records_hashes: FrozenDict[str, str]
     env: FrozenDict[str, str] = field(default_factory=FrozenDict)  # activated test prefix
     installed: bool = True  # False when the cell's platform cannot run here (solve only)
+    artifact: Artifact | None = None  # the cell's build, when it builds a package
 
     def packages(self, role: str) -> list[dict[str, Any]]:
         """Resolved packages of ``role`` (name, version, build, sha256, ...) for variant keys."""
@@ -122,37 +133,71 @@ def _solve_reason(
 # -- prepare -----------------------------------------------------------------------------
 
 
-def _solve_all(
+def _solve_one(
     cell: Cell,
-    cache: Cache,
+    request: RoleRequest,
     channels: tuple[ResolvedChannel, ...],
-    requests: tuple[RoleRequest, ...],
+    state: LockState,
     *,
     update: bool,
     report: RunReport,
     gateway: Gateway | None,
-) -> tuple[dict[str, LockedRole], Path]:
-    state = read_lock(cache, cell)
-    if state.problem:
-        warn_untrusted(cell, state)
-    roles: dict[str, LockedRole] = {}
-    changed = bool(state.problem) or set(state.roles) != {r.role for r in requests}
-    for request in requests:
-        material = role_material(cell, request, channels)
-        old = state.roles.get(request.role)
-        with report.stage(cell.id, f"solve:{request.role}") as stage:
-            reason = "update requested" if update else _solve_reason(state, old, material)
-            if reason is None and old is not None:
-                roles[request.role] = old
-                stage.cached("lock matches inputs")
-                continue
-            records = solve_role(cell, request, channels, gateway=gateway)
-            roles[request.role] = LockedRole(request.role, tuple(records), material)
-            changed = True
-            stage.done(reason or "")
-    if changed:
-        write_lock(cache, cell, channels, roles)
-    return roles, state.lock_path
+) -> tuple[LockedRole, bool]:
+    """Solve one role unless its lock entry matches its inputs; returns ``(role, re-solved)``."""
+    material = role_material(cell, request, channels)
+    old = state.roles.get(request.role)
+    with report.stage(cell.id, f"solve:{request.role}") as stage:
+        reason = "update requested" if update else _solve_reason(state, old, material)
+        if reason is None and old is not None:
+            stage.cached("lock matches inputs")
+            return old, False
+        records = solve_role(cell, request, channels, gateway=gateway)
+        stage.done(reason or "")
+        return LockedRole(request.role, tuple(records), material), True
+
+
+def _install_role(
+    cell: Cell,
+    role: str,
+    prefix: Path,
+    records: tuple[RepoDataRecord, ...],
+    records_hash: str,
+    *,
+    cache: Cache,
+    native: bool,
+    report: RunReport,
+) -> None:
+    with report.stage(cell.id, f"install:{role}") as stage:
+        if not native:
+            stage.skipped(f"{cell.platform} prefixes cannot be installed on {Subdir.current()}")
+            return
+        before = install_prefix(
+            prefix,
+            records,
+            records_hash,
+            pkgs_dir=cache.pkgs_dir,
+            context=f"cell {cell.id!r}, environment {role!r}",
+        )
+        if before.status == CURRENT:
+            stage.cached(before.reason)
+        else:
+            stage.done(before.reason)
+
+
+def _build_inputs(
+    cell: Cell, roles: Mapping[str, LockedRole], prefixes: Mapping[str, Path], channels: tuple[ResolvedChannel, ...]
+) -> BuildInputs:
+    def packages(role: str) -> tuple[dict[str, Any], ...]:
+        locked = roles.get(role)
+        return tuple(record_identity(r) for r in locked.records) if locked else ()
+
+    return BuildInputs(
+        build_prefix=prefixes.get("build"),
+        host_prefix=prefixes.get("host"),
+        build_packages=packages("build"),
+        host_packages=packages("host"),
+        channels=tuple(c.url for c in channels),
+    )
 
 
 def prepare(
@@ -163,44 +208,96 @@ def prepare(
     report: RunReport,
     gateway: Gateway | None = None,
     base_env: Mapping[str, str] | None = None,
+    build: bool = True,
 ) -> PreparedCell:
-    """Solve, lock, install, pip-install and activate every environment ``cell`` needs.
+    """Solve, install, build, install the build, pip-install and activate: everything before the tests.
 
     Stages whose inputs are unchanged do no work and are reported ``cached``.
-    Raises a :class:`~harness.errors.HarnessError` (``SolveError``,
-    ``InstallError``, ``ChannelError``...) naming the cell on failure.
+    ``build=False`` stops before the build (``harness solve``): a release cell
+    then has no test environment yet.  Raises a
+    :class:`~harness.errors.HarnessError` (``SolveError``, ``InstallError``,
+    ``BuildError``...) naming the cell on failure.
     """
     cache.ensure()
     channels = _channels(cell)
-    requests = role_requests(cell)
     native = runs_here(cell.platform)
     with cache.cell_lock(cell.id):
-        roles, lock_file = _solve_all(
-            cell, cache, channels, requests, update=update, report=report, gateway=gateway
-        )
-        prefixes = {role: cache.prefix(cell.id, role) for role in roles}
-        hashes = {role: locked.records_hash for role, locked in roles.items()}
+        state = read_lock(cache, cell)
+        if state.problem:
+            warn_untrusted(cell, state)
+        roles: dict[str, LockedRole] = {}
+        resolved_any = False
+        prefixes: dict[str, Path] = {}
+        hashes: dict[str, str] = {}
+        for request in role_requests(cell):
+            if request.role == TEST_ROLE:
+                continue
+            roles[request.role], did = _solve_one(
+                cell, request, channels, state, update=update, report=report, gateway=gateway
+            )
+            resolved_any |= did
+        if resolved_any:  # publish the lock before installing: a killed install re-solves nothing
+            carried = {r: v for r, v in state.roles.items() if r == TEST_ROLE}
+            write_lock(cache, cell, channels, {**roles, **carried})
         for role, locked in roles.items():
-            with report.stage(cell.id, f"install:{role}") as stage:
+            prefixes[role] = cache.prefix(cell.id, role)
+            hashes[role] = locked.records_hash
+            _install_role(
+                cell, role, prefixes[role], locked.records, hashes[role],
+                cache=cache, native=native, report=report,
+            )
+
+        artifact: Artifact | None = None
+        if cell.package is not None:
+            with report.stage(cell.id, "build") as stage:
                 if not native:
-                    stage.skipped(
-                        f"{cell.platform} prefixes cannot be installed on {Subdir.current()}"
-                    )
-                    continue
-                before = install_prefix(
-                    prefixes[role],
-                    locked.records,
-                    hashes[role],
-                    pkgs_dir=cache.pkgs_dir,
-                    context=f"cell {cell.id!r}, environment {role!r}",
-                )
-                if before.status == CURRENT:
-                    stage.cached(before.reason)
+                    stage.skipped(f"{cell.platform} packages cannot be built on {Subdir.current()}")
+                elif not build:
+                    stage.skipped("not requested")
                 else:
-                    stage.done(before.reason)
+                    artifact, built = build_package(
+                        cell, cache, _build_inputs(cell, roles, prefixes, channels)
+                    )
+                    note = f"{artifact.package} {artifact.build} ({artifact.directory.name})"
+                    if built:
+                        stage.done(note)
+                    else:
+                        stage.cached(note)
+
+        release = cell.package is not None and cell.profile_base == "release"
+        test_channels = channels
+        if release and artifact is not None:
+            test_channels = (
+                ResolvedChannel(written="(build)", url=artifact.channel_url, local_path=artifact.directory),
+                *channels,
+            )
+        test_requests = [
+            r for r in role_requests(cell, artifact.spec if artifact else None) if r.role == TEST_ROLE
+        ]
+        if cell.package is not None and release and artifact is None:
+            report.record(cell.id, f"solve:{TEST_ROLE}", SKIPPED_STATUS, "needs the release build")
+        for request in test_requests:
+            locked, did = _solve_one(
+                cell, request, test_channels, state, update=update, report=report, gateway=gateway
+            )
+            roles[TEST_ROLE] = locked
+            if did:
+                write_lock(cache, cell, channels, roles)
+            records = locked.records
+            if artifact is not None and not release:
+                records = (*records, *artifact_records(artifact, gateway=gateway))
+            prefixes[TEST_ROLE] = cache.prefix(cell.id, TEST_ROLE)
+            hashes[TEST_ROLE] = records_digest(records)
+            _install_role(
+                cell, TEST_ROLE, prefixes[TEST_ROLE], records, hashes[TEST_ROLE],
+                cache=cache, native=native, report=report,
+            )
+        if state.problem or set(state.roles) != set(roles):
+            write_lock(cache, cell, channels, roles)
+
         env: dict[str, str] = {}
         test_prefix = prefixes.get(TEST_ROLE)
-        if cell.pypi_dependencies:
+        if cell.pypi_dependencies and not (release and artifact is None):
             with report.stage(cell.id, "pypi") as stage:
                 if not native:
                     stage.skipped(f"{cell.platform} cannot run here")
@@ -235,12 +332,13 @@ def prepare(
                     stage.cached("activation cached")
     return PreparedCell(
         cell=cell,
-        lock_path=lock_file,
+        lock_path=state.lock_path,
         prefixes=FrozenDict(prefixes),
         records=FrozenDict({role: locked.records for role, locked in roles.items()}),
         records_hashes=FrozenDict(hashes),
         env=FrozenDict(env),
         installed=native,
+        artifact=artifact,
     )
 
 
@@ -251,6 +349,7 @@ def prepare_many(
     update: bool = False,
     report: RunReport,
     gateway: Gateway | None = None,
+    build: bool = True,
 ) -> PrepareOutcome:
     """:func:`prepare` each cell; a failing cell is recorded and the others still run."""
     prepared: dict[str, PreparedCell] = {}
@@ -258,7 +357,7 @@ def prepare_many(
     for cell in cells:
         try:
             prepared[cell.id] = prepare(
-                cell, cache=cache, update=update, report=report, gateway=gateway
+                cell, cache=cache, update=update, report=report, gateway=gateway, build=build
             )
         except Exception as exc:
             failures[cell.id] = exc
@@ -270,85 +369,123 @@ def prepare_many(
 # -- plan ---------------------------------------------------------------------------------
 
 
+def _plan_install(
+    cell: Cell, cache: Cache, role: str, locked: LockedRole | None, extra: tuple[RepoDataRecord, ...] = ()
+) -> PlanStep:
+    stage = f"install:{role}"
+    prefix = cache.prefix(cell.id, role)
+    if locked is None:
+        ps = prefix_state(prefix, "", ())
+        why = ps.reason if ps.status in (MISSING, INCOMPLETE) else "after solve, if the lock changes"
+        return PlanStep(stage, role, TO_DO, why)
+    records = (*locked.records, *extra)
+    ps = prefix_state(prefix, records_digest(records), records)
+    return PlanStep(stage, role, CACHED if ps.current else TO_DO, ps.reason)
+
+
 def plan(cell: Cell, cache: Cache) -> list[PlanStep]:
     """What :func:`prepare` would do for ``cell`` and why; reads only (no solve, no lock, no write)."""
     channels = _channels(cell)
-    requests = role_requests(cell)
     state = read_lock(cache, cell)
     native = runs_here(cell.platform)
     steps: list[PlanStep] = []
-    resolve: dict[str, bool] = {}
-    for request in requests:
-        material = role_material(cell, request, channels)
+    current: dict[str, LockedRole | None] = {}
+    test_hash: str | None = None
+
+    def solve_step(request: RoleRequest, chans: tuple[ResolvedChannel, ...]) -> None:
+        material = role_material(cell, request, chans)
         old = state.roles.get(request.role)
         reason = _solve_reason(state, old, material)
-        resolve[request.role] = reason is not None
+        current[request.role] = None if reason else old
         steps.append(
-            PlanStep(
-                f"solve:{request.role}",
-                request.role,
-                TO_DO if reason else CACHED,
-                reason or "lock matches inputs",
-            )
+            PlanStep(f"solve:{request.role}", request.role, TO_DO if reason else CACHED,
+                     reason or "lock matches inputs")
         )
-    install_todo: dict[str, bool] = {}
-    for request in requests:
-        role = request.role
-        stage = f"install:{role}"
+
+    def install_step(role: str, extra: tuple[RepoDataRecord, ...] = ()) -> None:
         if not native:
-            steps.append(
-                PlanStep(stage, role, SKIPPED, f"{cell.platform} cannot be installed here")
-            )
-            install_todo[role] = False
-            continue
-        old = None if resolve[role] else state.roles.get(role)
-        ps = prefix_state(
-            cache.prefix(cell.id, role), old.records_hash if old else "", old.records if old else ()
-        )
-        if old is None:
-            why = (
-                ps.reason
-                if ps.status in (MISSING, INCOMPLETE)
-                else "after solve, if the lock changes"
-            )
-            steps.append(PlanStep(stage, role, TO_DO, why))
-            install_todo[role] = True
-        elif ps.current:
-            steps.append(PlanStep(stage, role, CACHED, ps.reason))
-            install_todo[role] = False
+            steps.append(PlanStep(f"install:{role}", role, SKIPPED, f"{cell.platform} cannot be installed here"))
         else:
-            steps.append(PlanStep(stage, role, TO_DO, ps.reason))
-            install_todo[role] = True
-    if cell.pypi_dependencies:
+            steps.append(_plan_install(cell, cache, role, current.get(role), extra))
+
+    env_requests = [r for r in role_requests(cell) if r.role != TEST_ROLE]
+    for request in env_requests:
+        solve_step(request, channels)
+    for request in env_requests:
+        install_step(request.role)
+
+    artifact: Artifact | None = None
+    build_known = True
+    if cell.package is not None:
         if not native:
-            steps.append(PlanStep("pypi", TEST_ROLE, SKIPPED, f"{cell.platform} cannot run here"))
-        elif TEST_ROLE not in resolve:
-            steps.append(
-                PlanStep("pypi", TEST_ROLE, TO_DO, "no test environment (fails: add python)")
-            )
-        elif resolve[TEST_ROLE] or install_todo.get(TEST_ROLE):
-            steps.append(PlanStep("pypi", TEST_ROLE, TO_DO, "after install"))
+            steps.append(PlanStep("build", None, SKIPPED, f"{cell.platform} cannot be built here"))
+            build_known = False
+        elif any(current.get(r.role) is None for r in env_requests):
+            steps.append(PlanStep("build", None, TO_DO, "after the build and host environments are solved"))
+            build_known = False
         else:
-            old = state.roles[TEST_ROLE]
-            try:
-                reqs = requirements(cell.pypi_dependencies, cell.root, manifest=cell.manifest)
-                current = pypi_current(
-                    cache.prefix(cell.id, TEST_ROLE), pypi_hash(reqs, old.records_hash)
-                )
-            except InstallError as exc:
-                steps.append(PlanStep("pypi", TEST_ROLE, TO_DO, f"fails: {exc.message}"))
+            inputs = BuildInputs(
+                build_prefix=cache.prefix(cell.id, "build"),
+                host_prefix=cache.prefix(cell.id, "host"),
+                build_packages=tuple(record_identity(r) for r in current["build"].records)
+                if current.get("build") else (),
+                host_packages=tuple(record_identity(r) for r in current["host"].records)
+                if current.get("host") else (),
+            )
+            bplan = plan_build(cell, cache, inputs)
+            artifact = read_artifact(bplan.artifact_dir)
+            if artifact is not None:
+                steps.append(PlanStep("build", None, CACHED,
+                                      f"artifact {bplan.key.key}-{bplan.fingerprint} exists"))
             else:
-                steps.append(
-                    PlanStep(
-                        "pypi",
-                        TEST_ROLE,
-                        CACHED if current else TO_DO,
-                        "pypi dependencies unchanged"
-                        if current
-                        else "pypi dependencies changed or not installed",
-                    )
-                )
+                same_key = list(bplan.artifact_dir.parent.glob(f"{bplan.key.key}-*"))
+                why = ("sources changed; the build directory is reused" if same_key
+                       else f"no build for variant key {bplan.key.key} yet")
+                steps.append(PlanStep("build", None, TO_DO, why))
+                build_known = False
+
+    release = cell.package is not None and cell.profile_base == "release"
+    if cell.package is not None and not build_known:
+        steps.append(PlanStep(f"solve:{TEST_ROLE}" if release else f"install:{TEST_ROLE}", TEST_ROLE,
+                              TO_DO, "after the build"))
+        return steps
+    test_channels = channels
+    if release and artifact is not None:
+        test_channels = (
+            ResolvedChannel(written="(build)", url=artifact.channel_url, local_path=artifact.directory),
+            *channels,
+        )
+    for request in role_requests(cell, artifact.spec if artifact else None):
+        if request.role != TEST_ROLE:
+            continue
+        solve_step(request, test_channels)
+        extra: tuple[RepoDataRecord, ...] = ()
+        if artifact is not None and not release:
+            extra = tuple(artifact_records(artifact))
+        install_step(TEST_ROLE, extra)
+        locked = current.get(TEST_ROLE)
+        test_hash = records_digest((*locked.records, *extra)) if locked else None
+    if cell.pypi_dependencies:
+        steps.append(_plan_pypi(cell, cache, native, test_hash, steps))
     return steps
+
+
+def _plan_pypi(
+    cell: Cell, cache: Cache, native: bool, test_hash: str | None, steps: list[PlanStep]
+) -> PlanStep:
+    if not native:
+        return PlanStep("pypi", TEST_ROLE, SKIPPED, f"{cell.platform} cannot run here")
+    if not any(s.role == TEST_ROLE for s in steps):
+        return PlanStep("pypi", TEST_ROLE, TO_DO, "no test environment (fails: add python)")
+    if test_hash is None or any(s.role == TEST_ROLE and s.status == TO_DO for s in steps):
+        return PlanStep("pypi", TEST_ROLE, TO_DO, "after install")
+    try:
+        reqs = requirements(cell.pypi_dependencies, cell.root, manifest=cell.manifest)
+        current = pypi_current(cache.prefix(cell.id, TEST_ROLE), pypi_hash(reqs, test_hash))
+    except InstallError as exc:
+        return PlanStep("pypi", TEST_ROLE, TO_DO, f"fails: {exc.message}")
+    return PlanStep("pypi", TEST_ROLE, CACHED if current else TO_DO,
+                    "pypi dependencies unchanged" if current else "pypi dependencies changed or not installed")
 
 
 def safe_exit(code: int) -> NoReturn:

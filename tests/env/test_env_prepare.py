@@ -5,6 +5,8 @@ Every "no needless work" claim is proved with the run report's counts.
 
 from __future__ import annotations
 
+import dataclasses
+
 import shutil
 
 import pytest
@@ -126,18 +128,27 @@ def test_package_cell_solves_build_host_and_test(make_cell, cache, project):
         name="mypkg",
         version="1.0",
         source_dir=project,
-        backend="script",
+        backend="harness-build-script",
         build_deps=(Dep("tool"),),
         host_deps=(Dep("python"), Dep("libfoo")),
         run_deps=(Dep("libbar"),),
     )
-    cell = make_cell("pkg-py313", deps=["python"], variant={"python": "3.13"}, package=package)
+    release = make_cell("pkg-py313", deps=["python"], variant={"python": "3.13"}, package=package)
     report = RunReport()
-    prepared = prepare(cell, cache=cache, report=report)
-    assert report.counts("solve") == {"done": 3} and report.counts("install") == {"done": 3}
-    assert sorted(prepared.prefixes) == ["build", "host", "test"]
+    prepared = prepare(release, cache=cache, report=report, build=False)
+    # A release test prefix is solved from the built package: without a build it cannot be.
+    assert report.counts("solve") == {"done": 2, "skipped": 1}
+    assert report.counts("install") == {"done": 2}
+    assert report.counts("build") == {"skipped": 1}
+    assert sorted(prepared.prefixes) == ["build", "host"]
     assert [p["name"] for p in prepared.packages("build")] == ["tool"]
     assert _version_of(prepared, "python", "host") == "3.13.0"
+
+    dev = dataclasses.replace(release, id="pkg-py313-dev", profile="dev", profile_base="dev")
+    report = RunReport()
+    prepared = prepare(dev, cache=cache, report=report, build=False)
+    assert report.counts("solve") == {"done": 3} and report.counts("install") == {"done": 3}
+    # dev: a development environment, the package's host and run dependencies included
     assert {p["name"] for p in prepared.packages("test")} == {"python", "libbar", "libfoo"}
     lock = LockFile.from_path(prepared.lock_path)
     assert sorted(name for name, _ in lock.environments()) == ["build", "host", "test"]

@@ -66,7 +66,7 @@ def test_python_x_cuda_cells_each_solve_to_their_own_versions(tmp_path: Path, ma
     cache = Cache(root=tmp_path / ".harness", pkgs_dir=pkgs_dir)
 
     report = RunReport()
-    outcome = prepare_many(list(cells.values()), cache=cache, report=report)
+    outcome = prepare_many(list(cells.values()), cache=cache, report=report, build=False)
     assert not outcome.failures, {k: str(v) for k, v in outcome.failures.items()}
     for cid, prepared in outcome.prepared.items():
         versions = {p["name"]: str(p["version"]) for p in prepared.packages("test")}
@@ -77,6 +77,6 @@ def test_python_x_cuda_cells_each_solve_to_their_own_versions(tmp_path: Path, ma
     assert solves["done"] == 8 and solves["failed"] == 0  # host and test per cell; no build deps
 
     again = RunReport()
-    prepare_many(list(cells.values()), cache=cache, report=again)
+    prepare_many(list(cells.values()), cache=cache, report=again, build=False)
     assert again.counts("solve")["done"] == 0
     assert again.counts("install")["done"] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -110,7 +112,7 @@ def test_role_requests(make_cell, tmp_path):
         name="mypkg",
         version="1.0",
         source_dir=tmp_path,
-        backend="script",
+        backend="harness-build-script",
         build_deps=(Dep("tool"), Dep("cuda-version")),
         host_deps=(Dep("python"), Dep("mypkg", source="path:.")),
         run_deps=(Dep("libfoo"),),
@@ -118,10 +120,16 @@ def test_role_requests(make_cell, tmp_path):
     cell = make_cell(
         "p", deps=[], variant={"python": "3.12", "cuda-version": "12.8"}, package=package
     )
-    build, host, test = role_requests(cell)
+    # release: no test environment until the package exists, then the package brings its needs
+    build, host = role_requests(cell)
     assert build.specs == ("tool", "cuda-version", "cuda-version 12.8.*")  # only pins it names
     assert host.specs == ("python", "cuda-version 12.8.*", "python 3.12.*")
-    assert test.specs == ("libfoo", "cuda-version 12.8.*", "python 3.12.*")
+    *_, test = role_requests(cell, "mypkg ==1.0 py312h0_0")
+    assert test.specs == ("mypkg ==1.0 py312h0_0", "cuda-version 12.8.*", "python 3.12.*")
+    # dev: the package's run and host dependencies form the development environment
+    dev = dataclasses.replace(cell, profile="dev", profile_base="dev")
+    *_, test = role_requests(dev)
+    assert test.specs == ("libfoo", "python", "cuda-version 12.8.*", "python 3.12.*")
     assert role_requests(make_cell("empty")) == ()
 
 

@@ -24,7 +24,7 @@ def test_list_json_has_the_documented_fields() -> None:
     for cell in cells:
         assert {"id", "environment", "profile", "platform", "variant", "virtual_packages", "gpu", "tags"} <= set(cell)
         assert isinstance(cell["variant"], dict) and isinstance(cell["virtual_packages"], list)
-    one = next(c for c in cells if c["id"] == "py312-cu13")
+    one = next(c for c in cells if c["id"] == "cupy-py312-cu13")
     assert one["variant"] == {"cuda-version": "13.*", "python": "3.12.*"}
     assert "__cuda=13" in one["virtual_packages"]
 
@@ -32,11 +32,11 @@ def test_list_json_has_the_documented_fields() -> None:
 def test_list_table_shows_one_line_per_cell() -> None:
     out = harness("list", "matrices/cupy.toml")
     assert out.returncode == 0
-    assert sum(1 for line in out.stdout.splitlines() if line.startswith("py3")) == 10
+    assert sum(1 for line in out.stdout.splitlines() if line.startswith("cupy-py3")) == 10
 
 
 def test_show_says_where_values_came_from() -> None:
-    out = harness("show", "py312-cu13", "matrices/cupy.toml")
+    out = harness("show", "cupy-py312-cu13", "matrices/cupy.toml")
     assert out.returncode == 0, out.stderr
     assert "<- axis python=3.12" in out.stdout
     assert "<- workspace.build-variants" in out.stdout
@@ -61,6 +61,6 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, text: str, needle:
 
 
 def test_unknown_cell_suggests_a_close_one() -> None:
-    out = harness("show", "py312-cu31", "matrices/cupy.toml")
+    out = harness("show", "cupy-py312-cu31", "matrices/cupy.toml")
     assert out.returncode == 2
-    assert "py312-cu13" in out.stderr
+    assert "cupy-py312-cu13" in out.stderr

@@ -46,10 +46,10 @@ cuda-version = "*"
 def test_cupy_matrix_has_ten_cells_with_their_variants_and_cuda() -> None:
     compiled = compile_path(REPO / "matrices" / "cupy.toml")
     cells = {c.id: c for c in compiled.cells}
-    expected = {f"py3{m}-cu{c}" for m, c in itertools.product(range(10, 15), (12, 13))}
+    expected = {f"cupy-py3{m}-cu{c}" for m, c in itertools.product(range(10, 15), (12, 13))}
     assert set(cells) == expected
     for cid, cell in cells.items():
-        minor, cuda = cid[3:5], cid.split("-cu")[1]
+        minor, cuda = cid[8:10], cid.split("-cu")[-1]
         assert dict(cell.variant) == {"python": f"3.{minor}.*", "cuda-version": f"{cuda}.*"}
         assert [v for v in cell.virtual_packages if v.startswith("__cuda")] == [f"__cuda={cuda}"]
         assert cell.gpu == "required" and "gpu" in cell.tags and f"py3{minor}" in cell.tags

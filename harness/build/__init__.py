@@ -1,0 +1,1 @@
+"""Per-variant builds: variant keys, source fingerprints, backends and conda packaging."""

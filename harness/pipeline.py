@@ -1,0 +1,220 @@
+"""A whole test run: for each cell, prepare (solve, install, build, install build), then test.
+
+This is what ``harness test``, the nox sessions and the pytest items call.
+A cell that cannot run on this machine (no interpreter for its python pin in
+the offline channel, a platform that is not this one) is *skipped with a
+reason*, never a crash; a cell whose preparation fails is an *error* naming
+the stage; the others still run.  Every run writes the JSON run report and
+JUnit XML per cell under ``<cache>/reports/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.cache import Cache
+from harness.cell import Cell
+from harness.compile import DEFAULT_TEST_COMMAND
+from harness.errors import HarnessError
+from harness.frozen import FrozenDict
+from harness.report import FAILED, RunReport, StageListener
+from harness.run import TestOutcome, run_tests
+from harness.specs import variant_spec
+from harness.stages import PreparedCell, prepare, runs_here
+
+OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one run produced, per cell."""
+
+    report: RunReport = field(compare=False)
+    outcomes: FrozenDict[str, TestOutcome]
+    skipped: FrozenDict[str, str]
+    errors: FrozenDict[str, str]
+    cells: tuple[str, ...]
+    report_paths: tuple[Path, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(o.ok for o in self.outcomes.values())
+
+
+def group_by_cache(cells: Iterable[Cell]) -> dict[Path, list[Cell]]:
+    """Cells grouped by the cache root they use (one per manifest unless overridden)."""
+    groups: dict[Path, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(Cache.for_manifest(cell.manifest).root, []).append(cell)
+    return groups
+
+
+def uses_offline_channel(cells: Iterable[Cell]) -> bool:
+    return any(OFFLINE in (c.strip() for c in cell.channels) for cell in cells)
+
+
+def register_offline(cache: Cache) -> None:
+    """Let ``channels = ["offline"]`` resolve to the offline channel under ``cache``'s root.
+
+    Registered per cache root, right before that root's cells are prepared:
+    the channel is built (or confirmed current, in milliseconds) on first use.
+    """
+    from harness.channel import register_offline_channel
+    from harness.channel.cli import default_channel_root
+
+    register_offline_channel(default_channel_root(cache.root), progress=_channel_progress)
+
+
+def _channel_progress(message: str) -> None:
+    print(f"[harness] offline channel: {message}", file=sys.stderr, flush=True)
+
+
+def python_spec(cell: Cell) -> str | None:
+    """The cell's python pin (variant first, then its dependencies), or ``None``."""
+    if "python" in cell.variant:
+        return variant_spec(cell.variant["python"])
+    deps = [*cell.dependencies, *(cell.package.host_deps if cell.package else ())]
+    for dep in deps:
+        if dep.name == "python" and dep.version not in ("", "*"):
+            return dep.version
+    return None
+
+
+def skip_reason(cell: Cell, cache: Cache) -> str | None:
+    """Why ``cell`` cannot run on this machine, or ``None``.
+
+    On the offline channel, the python packages are this machine's
+    interpreters: a pin no interpreter matches is a skip, not a solve error.
+    """
+    if not runs_here(cell.platform):
+        return None  # solved and locked, but not installed: prepare reports it per stage
+    spec = python_spec(cell)
+    if spec is None or OFFLINE not in (c.strip() for c in cell.channels):
+        return None
+    from harness.channel import build_offline_channel, find_python
+    from harness.channel.cli import default_channel_root
+
+    channel = build_offline_channel(default_channel_root(cache.root), progress=_channel_progress)
+    match = find_python(channel, spec)
+    return match.reason
+
+
+def import_check(prepared: PreparedCell) -> str | None:
+    """For a release build: the command that imports the package's modules in its clean prefix."""
+    artifact = prepared.artifact
+    if artifact is None or prepared.cell.profile_base != "release" or not artifact.imports:
+        return None
+    modules = ", ".join(artifact.imports)
+    return f'python -c "import {modules}"'
+
+
+def run_cell(
+    prepared: PreparedCell,
+    cache: Cache,
+    report: RunReport,
+    *,
+    extra_args: Sequence[str] = (),
+    echo: bool = True,
+) -> TestOutcome:
+    """Run the cell's test command (after the release import check) in its activated test prefix."""
+    cell = prepared.cell
+    command = cell.test_command or DEFAULT_TEST_COMMAND
+    cwd = cell.package.source_dir if cell.package is not None else cell.root
+    junit = cache.reports_dir / "junit" / f"{cell.id}.xml"
+    logs = cache.root / "logs" / cell.id
+    with report.stage(cell.id, "test") as stage:
+        check = import_check(prepared)
+        if check is not None:
+            outcome = run_tests(
+                cell.id, check, env=prepared.env, cwd=cwd, junit_path=junit,
+                log_path=logs / "import-check.log", echo=echo,
+            )
+            if not outcome.ok:
+                pkg = prepared.artifact.package if prepared.artifact else "the package"
+                reason = (
+                    f"the release package {pkg} does not import in its clean test prefix "
+                    f"({check}); a run-dependency is probably missing from "
+                    "[package.run-dependencies]: see the error above"
+                )
+                outcome = _with_reason(outcome, reason)
+                stage.failed(reason)
+                return outcome
+        outcome = run_tests(
+            cell.id, command, env=prepared.env, cwd=cwd, extra_args=extra_args,
+            junit_path=junit, log_path=logs / "test.log", echo=echo,
+        )
+        counts = f"{outcome.passed} passed, {outcome.failed + outcome.errors} failed, {outcome.skipped} skipped"
+        if outcome.ok:
+            stage.done(counts)
+        else:
+            stage.failed(outcome.reason or counts)
+    return outcome
+
+
+def _with_reason(outcome: TestOutcome, reason: str) -> TestOutcome:
+    import dataclasses
+
+    return dataclasses.replace(outcome, reason=reason)
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    *,
+    extra_args: Sequence[str] = (),
+    test: bool = True,
+    build: bool = True,
+    update: bool = False,
+    listener: StageListener | None = None,
+    echo: bool = True,
+) -> RunResult:
+    """Prepare and (if ``test``) test every cell; failures are recorded per cell, never raised."""
+    report = RunReport(listener=listener)
+    outcomes: dict[str, TestOutcome] = {}
+    skipped: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    paths: list[Path] = []
+    for group in group_by_cache(cells).values():
+        cache = Cache.for_manifest(group[0].manifest)
+        cache.ensure()
+        if uses_offline_channel(group):
+            register_offline(cache)
+        for cell in group:
+            try:
+                reason = skip_reason(cell, cache)
+                if reason is not None:
+                    skipped[cell.id] = reason
+                    report.record(cell.id, "cell", "skipped", reason)
+                    continue
+                prepared = prepare(cell, cache=cache, update=update, report=report, build=build)
+                if not test:
+                    continue
+                if not prepared.installed:
+                    skipped[cell.id] = f"{cell.platform} cannot run on this machine"
+                    continue
+                outcomes[cell.id] = run_cell(prepared, cache, report, extra_args=extra_args, echo=echo)
+            except HarnessError as exc:
+                errors[cell.id] = str(exc)
+                _note_failure(report, cell.id, str(exc))
+            except Exception as exc:  # a bug or a library error: the cell fails, the run goes on
+                errors[cell.id] = f"{type(exc).__name__}: {exc}"
+                _note_failure(report, cell.id, errors[cell.id])
+        report.extra["tests"] = {cid: o.to_json() for cid, o in outcomes.items()}
+        report.extra["skipped"] = dict(skipped)
+        report.extra["errors"] = dict(errors)
+        paths.append(report.write(cache))
+    return RunResult(
+        report=report,
+        outcomes=FrozenDict(outcomes),
+        skipped=FrozenDict(skipped),
+        errors=FrozenDict(errors),
+        cells=tuple(c.id for c in cells),
+        report_paths=tuple(paths),
+    )
+
+
+def _note_failure(report: RunReport, cell_id: str, message: str) -> None:
+    if not any(r.status == FAILED for r in report.select(cell=cell_id)):
+        report.record(cell_id, "prepare", FAILED, message)
