@@ -23,7 +23,7 @@ from harness.frozen import FrozenDict
 from harness.report import FAILED, RunReport, StageListener
 from harness.run import TestOutcome, run_tests
 from harness.specs import variant_spec
-from harness.stages import PreparedCell, prepare, runs_here
+from harness.stages import IMPORT_ROLE, PreparedCell, prepare, runs_here
 
 OFFLINE = "offline"
 
@@ -105,10 +105,19 @@ def skip_reason(cell: Cell, cache: Cache) -> str | None:
 def import_check(prepared: PreparedCell) -> str | None:
     """For a release build: the command that imports the package's modules in its clean prefix."""
     artifact = prepared.artifact
-    if artifact is None or prepared.cell.profile_base != "release" or not artifact.imports:
+    if artifact is None or IMPORT_ROLE not in prepared.prefixes or not artifact.imports:
         return None
-    modules = ", ".join(artifact.imports)
-    return f'python -c "import {modules}"'
+    return f'python -c "import {", ".join(artifact.imports)}"'
+
+
+def import_env(prepared: PreparedCell) -> dict[str, str]:
+    """The activated environment of the import-check prefix."""
+    from harness.activation import activation_env
+
+    env, _ = activation_env(
+        prepared.prefixes[IMPORT_ROLE], records_hash=prepared.records_hashes[IMPORT_ROLE]
+    )
+    return env
 
 
 def run_cell(
@@ -129,15 +138,15 @@ def run_cell(
         check = import_check(prepared)
         if check is not None:
             outcome = run_tests(
-                cell.id, check, env=prepared.env, cwd=cwd, junit_path=junit,
+                cell.id, check, env=import_env(prepared), cwd=cwd, junit_path=junit,
                 log_path=logs / "import-check.log", echo=echo,
             )
             if not outcome.ok:
                 pkg = prepared.artifact.package if prepared.artifact else "the package"
                 reason = (
-                    f"the release package {pkg} does not import in its clean test prefix "
-                    f"({check}); a run-dependency is probably missing from "
-                    "[package.run-dependencies]: see the error above"
+                    f"the release package {pkg} does not import in a prefix that holds only it "
+                    f"and its depends (`{check}` failed{_last_error(outcome.log)}): a "
+                    "run-dependency is probably missing from [package.run-dependencies]"
                 )
                 outcome = _with_reason(outcome, reason)
                 stage.failed(reason)
@@ -152,6 +161,20 @@ def run_cell(
         else:
             stage.failed(outcome.reason or counts)
     return outcome
+
+
+def _last_error(log: Path | None) -> str:
+    """``: ModuleNotFoundError: ...``, the exception line of a failed import check's log."""
+    if log is None:
+        return ""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if "Error" in line and ":" in line:
+            return ": " + line.strip()
+    return ""
 
 
 def _with_reason(outcome: TestOutcome, reason: str) -> TestOutcome:

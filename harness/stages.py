@@ -53,6 +53,8 @@ from harness.report import SKIPPED as SKIPPED_STATUS
 from harness.solve import TEST_ROLE, RoleRequest, role_requests, solve_role
 
 TO_DO = "to do"
+#: The release import check's prefix: the built package and its ``depends`` only.
+IMPORT_ROLE = "import"
 CACHED = "cached"
 SKIPPED = "skipped"
 
@@ -290,6 +292,23 @@ def prepare(
             hashes[TEST_ROLE] = records_digest(records)
             _install_role(
                 cell, TEST_ROLE, prefixes[TEST_ROLE], records, hashes[TEST_ROLE],
+                cache=cache, native=native, report=report,
+            )
+        if release and artifact is not None and artifact.imports:
+            # The import check's own prefix: the package and nothing but what its
+            # ``depends`` bring (the test prefix also holds the test tools and their
+            # dependencies, which can hide a forgotten run-dependency).
+            request = RoleRequest(IMPORT_ROLE, (artifact.spec, *cell.variant_pins()))
+            locked, did = _solve_one(
+                cell, request, test_channels, state, update=update, report=report, gateway=gateway
+            )
+            roles[IMPORT_ROLE] = locked
+            if did:
+                write_lock(cache, cell, channels, roles)
+            prefixes[IMPORT_ROLE] = cache.prefix(cell.id, IMPORT_ROLE)
+            hashes[IMPORT_ROLE] = locked.records_hash
+            _install_role(
+                cell, IMPORT_ROLE, prefixes[IMPORT_ROLE], locked.records, hashes[IMPORT_ROLE],
                 cache=cache, native=native, report=report,
             )
         if state.problem or set(state.roles) != set(roles):

@@ -147,7 +147,11 @@ def plan_build(cell: Cell, cache: Cache, inputs: BuildInputs) -> BuildPlan:
         host_packages=inputs.host_packages,
         outside_env=outside_env(cell, clean_base_env()),
     )
-    fp = source_fingerprint(pkg.source_dir, exclude=(cache.root,))
+    # A pixi.toml is read by the harness, not by the build: what the build gets from it
+    # (dependencies, configuration, variant) is in the key already, so editing it must
+    # not rebuild every cell.  A pyproject.toml manifest is also build input: kept.
+    exclude = (cache.root, cell.manifest) if cell.manifest.name == "pixi.toml" else (cache.root,)
+    fp = source_fingerprint(pkg.source_dir, exclude=exclude)
     return BuildPlan(
         key=key,
         fingerprint=fp.digest,

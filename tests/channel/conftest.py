@@ -1,9 +1,6 @@
 """Fixtures for the offline channel tests.
 
-``offline_channel`` is built once per test run and shared by all xdist
-workers: it lives under the run's common base temp directory, and the
-builder's own file lock makes the first worker build it while the others
-wait and then find it up to date.
+``offline_channel`` (the full default channel) lives in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ import asyncio
 import base64
 import datetime
 import hashlib
-import os
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,23 +17,9 @@ from typing import Any
 
 import pytest
 
-from harness.channel import OfflineChannel, PythonInfo, build_offline_channel, discover_pythons
+from harness.channel import PythonInfo, discover_pythons
 
 VIRTUAL_BASE = (("__unix", "0"), ("__linux", "6.0"), ("__glibc", "2.28"))
-
-
-def _shared_base(factory: pytest.TempPathFactory) -> Path:
-    base = factory.getbasetemp()
-    # Under xdist each worker has its own basetemp (.../pytest-N/popen-gwK);
-    # the parent is common to the whole run.
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@pytest.fixture(scope="session")
-def offline_channel(tmp_path_factory: pytest.TempPathFactory) -> OfflineChannel:
-    """The full default channel (all discovered pythons, pip/setuptools/wheel/pytest)."""
-    root = _shared_base(tmp_path_factory) / "offline-channel"
-    return build_offline_channel(root)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ Every "no needless work" claim is proved with the run report's counts.
 from __future__ import annotations
 
 import dataclasses
-
 import shutil
 
 import pytest
