@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.cache import Cache
 from harness.cell import Cell
 from harness.channel import CUDA_VERSIONS, OfflineChannel
 from harness.compile import compile_manifest
 from harness.manifest.read import load_manifest
 from harness.pipeline import RunResult, run_cells
+from harness.stages import plan
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pointops"
@@ -236,8 +238,11 @@ def test_only_what_changed_is_rebuilt(project, offline_channel: OfflineChannel, 
     assert git(root, "status", "--porcelain") == ""
 
     # One source file changes: every cell rebuilds its artifact, in its own build directory.
+    assert {s.stage: s.status for s in plan(cells[0], Cache.for_manifest(root / "pixi.toml"))}["build"] == "cached"
     core = root / "src" / "pointops" / "_core.c"
     core.write_text(core.read_text() + "\n/* edited */\n")
+    step = {s.stage: s for s in plan(cells[0], Cache.for_manifest(root / "pixi.toml"))}["build"]
+    assert (step.status, step.reason) == ("to do", "sources changed; the build directory is reused")
     edited = run(cells)
     assert builds(edited) == {"done": 4}
     assert {p.name for p in build_dirs(root)} == keys
@@ -294,3 +299,30 @@ def test_building_the_real_example_leaves_the_checkout_clean(
     assert builds(result) == {"done": 2}
     assert all(o.ok for o in result.outcomes.values()), result.outcomes
     assert git(REPO, "status", "--porcelain", "--ignored", "--", "examples/pointops") == before
+
+
+def test_a_python_the_machine_lacks_skips_the_cell_with_the_reason(project) -> None:
+    body = """
+[workspace.build-variants]
+python = ["3.99.*"]
+cuda-version = ["12.8.*"]
+[feature.py399.dependencies]
+python = "3.99.*"
+cuda-version = "12.8.*"
+[environments]
+py399 = ["py399", "test"]
+"""
+    root = project(manifest(["offline"], body, deps=""))
+    result = run_cells(cells_of(root, "py399"), echo=False)
+    assert not result.errors and not result.outcomes
+    assert result.skipped["py399"].startswith("no CPython 3.99 on this machine (found ")
+    assert dict(result.report.counts("cell")) == {"skipped": 1}
+
+
+def test_an_unknown_backend_names_the_known_ones(project, offline_channel: OfflineChannel) -> None:
+    text = manifest([offline_channel.url], CUDA_BODY).replace('"pixi-build-python"', '"pixi-build-zig"')
+    root = project(text)
+    result = run_cells(cells_of(root, "cu128"), echo=False)
+    message = result.errors["cu128"]
+    assert "unknown build backend 'pixi-build-zig'" in message and "package.build.backend" in message
+    assert "pixi-build-cmake, pixi-build-python, pixi-build-rattler-build" in message
