@@ -221,7 +221,8 @@ def compile_cell(manifest: Manifest, env: EnvironmentDecl, overrides: Overrides 
         *[part for part in cell_id.split("-") if part],
         *overrides.tags,
         profile,
-        "gpu" if cuda and gpu != "none" else "cpu",
+        "gpu" if cuda and gpu == "required" else "cpu",
+        *(["gpu-optional"] if cuda and gpu == "optional" else []),
     ]))
     channels = resolved.channels
     return Cell(

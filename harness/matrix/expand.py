@@ -108,7 +108,8 @@ def overrides_for(matrix: Matrix, combo: dict[str, str], profile: str, first: bo
             platform = mapping["platform"]
     cid = cell_id(matrix, combo, profile, first)
     runners: tuple[str, ...] = ()
-    needs_gpu = bool(sysreq.get("cuda")) and gpu != "none"
+    # Only a cell that requires a driver goes to GPU runners; ``optional`` runs anywhere.
+    needs_gpu = bool(sysreq.get("cuda")) and gpu == "required"
     if matrix.runners:
         runners = matrix.runners.get("gpu" if needs_gpu else "default", matrix.runners.get("default", ()))
     return Overrides(
