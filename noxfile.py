@@ -7,6 +7,8 @@ the demo matrix; ``nox -l -t gpu`` lists the cells that need a GPU.
 
 from __future__ import annotations
 
+import sys
+
 import nox
 
 import harness.nox
@@ -27,6 +29,12 @@ def lint(session: nox.Session) -> None:
     """ruff over the code."""
     session.install("ruff")
     session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(venv_backend="none")
+def premerge(session: nox.Session) -> None:
+    """Every cell this machine can run, in parallel (`nox -s premerge -- -j 4 matrices/demo.toml`)."""
+    session.run(sys.executable, "-m", "harness", "premerge", *session.posargs, external=True)
 
 
 harness.nox.register_matrix_sessions()

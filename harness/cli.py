@@ -153,7 +153,8 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type:
 
 
 def _load_extra_commands() -> None:
-    from harness import commands  # noqa: F401  (registers into EXTRA_COMMANDS / COMMANDS)
+    import harness.doctor  # noqa: F401
+    from harness import ci, commands, premerge  # noqa: F401  (register into EXTRA_COMMANDS / COMMANDS)
 
 
 def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -15,6 +15,16 @@ def _cells_args(p: argparse.ArgumentParser) -> None:
                    help="matrix file or manifest (repeatable; default: matrices/*.toml)")
 
 
+def _gpu_arg(p: argparse.ArgumentParser) -> None:
+    from harness.gpu import DEFAULT_POLICY, POLICIES
+
+    p.add_argument(
+        "--gpu", choices=POLICIES, default=DEFAULT_POLICY,
+        help="cells that need a CUDA driver this runner lacks: skip them (default), "
+        "fail them (require, for GPU runners) or run them anyway (ignore)",
+    )
+
+
 def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("solve", help="solve, lock and install the prefixes of cells (no build)")
     _cells_args(p)
@@ -25,6 +35,7 @@ def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     _cells_args(p)
     p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _gpu_arg(p)
     p = sub.add_parser(
         "test",
         help="solve, install, build, install the build and run the test command of cells",
@@ -34,6 +45,7 @@ def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     _cells_args(p)
     p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _gpu_arg(p)
     sub.add_parser("channel", help="`harness channel offline`: build the offline conda channel "
                    "(see `harness channel offline --help`)")
 
@@ -64,7 +76,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from harness.progress import ConsoleProgress
 
     cells = _find(args)
-    result = run_cells(cells, test=False, update=args.update, listener=ConsoleProgress(quiet=args.quiet))
+    result = run_cells(
+        cells, test=False, update=args.update, listener=ConsoleProgress(quiet=args.quiet),
+        gpu_policy=args.gpu,
+    )
     return _finish_prepare(result, cells)
 
 
@@ -88,7 +103,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     cells = _find(args)
     result = run_cells(
-        cells, extra_args=args.extra, update=args.update, listener=ConsoleProgress(quiet=args.quiet)
+        cells, extra_args=args.extra, update=args.update, listener=ConsoleProgress(quiet=args.quiet),
+        gpu_policy=args.gpu,
     )
     rows = summary_rows(
         result.report, result.outcomes, [c.id for c in cells], skipped=result.skipped

@@ -11,7 +11,7 @@ JUnit XML per cell under ``<cache>/reports/``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,19 @@ from harness.cell import Cell
 from harness.compile import DEFAULT_TEST_COMMAND
 from harness.errors import HarnessError
 from harness.frozen import FrozenDict
-from harness.report import FAILED, RunReport, StageListener
+from harness.gpu import (
+    DEFAULT_POLICY,
+    FAIL,
+    RUN,
+    SKIP,
+    Gate,
+    Runner,
+    check_policy,
+    detect_runner,
+    gate,
+    gpu_env,
+)
+from harness.report import FAILED, SKIPPED, RunReport, StageListener
 from harness.run import TestOutcome, run_tests
 from harness.specs import variant_spec
 from harness.stages import IMPORT_ROLE, PreparedCell, prepare, runs_here
@@ -127,8 +139,14 @@ def run_cell(
     *,
     extra_args: Sequence[str] = (),
     echo: bool = True,
+    extra_env: Mapping[str, str] | None = None,
 ) -> TestOutcome:
-    """Run the cell's test command (after the release import check) in its activated test prefix."""
+    """Run the cell's test command (after the release import check) in its activated test prefix.
+
+    ``extra_env`` is laid over the activated environment (the GPU variables of
+    :func:`harness.gpu.gpu_env`): the prepared environment stays what the
+    prefix alone defines, and what this runner adds is decided per run.
+    """
     cell = prepared.cell
     command = cell.test_command or DEFAULT_TEST_COMMAND
     cwd = cell.package.source_dir if cell.package is not None else cell.root
@@ -138,8 +156,8 @@ def run_cell(
         check = import_check(prepared)
         if check is not None:
             outcome = run_tests(
-                cell.id, check, env=import_env(prepared), cwd=cwd, junit_path=junit,
-                log_path=logs / "import-check.log", echo=echo,
+                cell.id, check, env={**import_env(prepared), **(extra_env or {})}, cwd=cwd,
+                junit_path=junit, log_path=logs / "import-check.log", echo=echo,
             )
             if not outcome.ok:
                 pkg = prepared.artifact.package if prepared.artifact else "the package"
@@ -152,7 +170,7 @@ def run_cell(
                 stage.failed(reason)
                 return outcome
         outcome = run_tests(
-            cell.id, command, env=prepared.env, cwd=cwd, extra_args=extra_args,
+            cell.id, command, env={**prepared.env, **(extra_env or {})}, cwd=cwd, extra_args=extra_args,
             junit_path=junit, log_path=logs / "test.log", echo=echo,
         )
         counts = f"{outcome.passed} passed, {outcome.failed + outcome.errors} failed, {outcome.skipped} skipped"
@@ -192,8 +210,20 @@ def run_cells(
     update: bool = False,
     listener: StageListener | None = None,
     echo: bool = True,
+    gpu_policy: str = DEFAULT_POLICY,
 ) -> RunResult:
-    """Prepare and (if ``test``) test every cell; failures are recorded per cell, never raised."""
+    """Prepare and (if ``test``) test every cell; failures are recorded per cell, never raised.
+
+    ``gpu_policy`` (``skip`` | ``require`` | ``ignore``) says what happens to a
+    cell that needs a CUDA driver this runner lacks; it is decided before
+    anything is solved or built.  Solving alone (``build=False, test=False``)
+    is never gated: locks use the cell's declared virtual packages, so a GPU
+    cell's lock is made on any machine.  A malformed ``CONDA_OVERRIDE_CUDA`` or
+    policy concerns the whole run and is raised as a :class:`HarnessError`.
+    """
+    check_policy(gpu_policy)
+    gated = build or test
+    runner = detect_runner() if gated and cells else None
     report = RunReport(listener=listener)
     outcomes: dict[str, TestOutcome] = {}
     skipped: dict[str, str] = {}
@@ -202,10 +232,13 @@ def run_cells(
     for group in group_by_cache(cells).values():
         cache = Cache.for_manifest(group[0].manifest)
         cache.ensure()
-        if uses_offline_channel(group):
+        gates = {c.id: _decide(c, runner, gpu_policy) for c in group}
+        if uses_offline_channel([c for c in group if gates[c.id].action == RUN]):
             register_offline(cache)
         for cell in group:
             try:
+                if _gated_out(cell, gates[cell.id], report, skipped, errors):
+                    continue
                 reason = skip_reason(cell, cache)
                 if reason is not None:
                     skipped[cell.id] = reason
@@ -217,7 +250,10 @@ def run_cells(
                 if not prepared.installed:
                     skipped[cell.id] = f"{cell.platform} cannot run on this machine"
                     continue
-                outcomes[cell.id] = run_cell(prepared, cache, report, extra_args=extra_args, echo=echo)
+                extra_env = gpu_env(cell, runner) if runner is not None else None
+                outcomes[cell.id] = run_cell(
+                    prepared, cache, report, extra_args=extra_args, echo=echo, extra_env=extra_env
+                )
             except HarnessError as exc:
                 errors[cell.id] = str(exc)
                 _note_failure(report, cell.id, str(exc))
@@ -236,6 +272,35 @@ def run_cells(
         cells=tuple(c.id for c in cells),
         report_paths=tuple(paths),
     )
+
+
+def _decide(cell: Cell, runner: Runner | None, policy: str) -> Gate:
+    """The GPU gate of ``cell``; a cell whose CUDA declaration cannot be read fails alone."""
+    if runner is None:
+        return Gate(RUN)
+    try:
+        return gate(cell, runner, policy)
+    except HarnessError as exc:
+        return Gate(FAIL, str(exc))
+
+
+def _gated_out(
+    cell: Cell,
+    decision: Gate,
+    report: RunReport,
+    skipped: dict[str, str],
+    errors: dict[str, str],
+) -> bool:
+    """Record a cell the GPU gate keeps from running (skipped or failed); ``False`` if it runs."""
+    if decision.action == SKIP:
+        skipped[cell.id] = decision.reason
+        report.record(cell.id, "cell", SKIPPED, decision.reason)
+        return True
+    if decision.action == FAIL:
+        errors[cell.id] = decision.reason
+        report.record(cell.id, "cell", FAILED, decision.reason)
+        return True
+    return False
 
 
 def _note_failure(report: RunReport, cell_id: str, message: str) -> None:

@@ -82,6 +82,8 @@ def git(cwd: Path, *args: str) -> str:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
     """A git checkout of the example's sources with the given pixi.toml; its cache beside it."""
     monkeypatch.delenv("HARNESS_CACHE_DIR", raising=False)
+    # These cells declare `cuda = "12"`/`"13"` (a GPU requirement): simulate a CUDA 13 driver.
+    monkeypatch.setenv("CONDA_OVERRIDE_CUDA", "13.0")
     root = tmp_path / "pointops"
 
     def make(text: str) -> Path:

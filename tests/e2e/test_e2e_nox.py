@@ -72,7 +72,7 @@ def test_a_broken_test_fails_its_cell_and_is_named_in_the_summary(tmp_path: Path
     (example / "tests" / "test_broken.py").write_text(
         "import pointops\n\ndef test_norm_is_broken():\n    assert pointops.norm([3.0, 4.0]) == 6.0\n"
     )
-    env = _env(tmp_path / "cache")
+    env = {**_env(tmp_path / "cache"), "CONDA_OVERRIDE_CUDA": "13.0"}  # the manifest's cells require CUDA
     out = subprocess.run(
         [sys.executable, "-m", "harness", "test", "py312-cu13", "--from", str(example / "pixi.toml")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,

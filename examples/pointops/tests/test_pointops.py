@@ -74,3 +74,25 @@ def test_extension_built_for_this_cuda_version() -> None:
     assert pointops.built_for_cuda() == version, (
         f"the extension was built for CUDA {pointops.built_for_cuda()}, this environment has cuda-version {version}"
     )
+
+
+@pytest.mark.skipif(
+    os.environ.get("HARNESS_GPU_AVAILABLE") != "1",
+    reason="needs a CUDA driver for this cell: HARNESS_GPU_AVAILABLE is not 1",
+)
+def test_runner_driver_can_run_this_build() -> None:
+    """On a GPU runner: the driver's CUDA is at least the major version the extension was built for.
+
+    conda-forge's ``cuda-version X.Y`` asks for ``__cuda >=X``: a CUDA 13 build on
+    a CUDA 12 driver fails at its first kernel launch, far from the cause.
+    """
+    from packaging.version import Version
+
+    runner = os.environ.get("HARNESS_RUNNER_CUDA", "")
+    assert runner, "HARNESS_GPU_AVAILABLE is 1 but HARNESS_RUNNER_CUDA is empty"
+    built = pointops.build_info()["cuda"]
+    if built is None:
+        pytest.skip("the extension was built without a cuda-version")
+    assert Version(runner).major >= built.major, (
+        f"the extension was built for CUDA {built}, this runner's driver has CUDA {runner}"
+    )
