@@ -10,6 +10,7 @@ JUnit XML per cell under ``<cache>/reports/``.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,7 +128,9 @@ def import_env(prepared: PreparedCell) -> dict[str, str]:
     from harness.activation import activation_env
 
     env, _ = activation_env(
-        prepared.prefixes[IMPORT_ROLE], records_hash=prepared.records_hashes[IMPORT_ROLE]
+        prepared.prefixes[IMPORT_ROLE],
+        records_hash=prepared.records_hashes[IMPORT_ROLE],
+        extra=dict(prepared.cell.activation_env),
     )
     return env
 
@@ -196,8 +199,6 @@ def _last_error(log: Path | None) -> str:
 
 
 def _with_reason(outcome: TestOutcome, reason: str) -> TestOutcome:
-    import dataclasses
-
     return dataclasses.replace(outcome, reason=reason)
 
 

@@ -186,6 +186,11 @@ def _install_role(
             stage.done(before.reason)
 
 
+def import_request(cell: Cell, artifact: Artifact) -> RoleRequest:
+    """The release import check's environment: the package and its variant pins, nothing else."""
+    return RoleRequest(IMPORT_ROLE, (artifact.spec, *cell.variant_pins()))
+
+
 def _build_inputs(
     cell: Cell, roles: Mapping[str, LockedRole], prefixes: Mapping[str, Path], channels: tuple[ResolvedChannel, ...]
 ) -> BuildInputs:
@@ -298,7 +303,7 @@ def prepare(
             # The import check's own prefix: the package and nothing but what its
             # ``depends`` bring (the test prefix also holds the test tools and their
             # dependencies, which can hide a forgotten run-dependency).
-            request = RoleRequest(IMPORT_ROLE, (artifact.spec, *cell.variant_pins()))
+            request = import_request(cell, artifact)
             locked, did = _solve_one(
                 cell, request, test_channels, state, update=update, report=report, gateway=gateway
             )
@@ -484,6 +489,9 @@ def plan(cell: Cell, cache: Cache) -> list[PlanStep]:
         install_step(TEST_ROLE, extra)
         locked = current.get(TEST_ROLE)
         test_hash = records_digest((*locked.records, *extra)) if locked else None
+    if release and artifact is not None and artifact.imports:
+        solve_step(import_request(cell, artifact), test_channels)
+        install_step(IMPORT_ROLE)
     if cell.pypi_dependencies:
         steps.append(_plan_pypi(cell, cache, native, test_hash, steps))
     return steps

@@ -9,9 +9,11 @@ imported extension was built for that prefix's interpreter and cuda-version.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -284,6 +286,24 @@ def test_release_build_that_forgets_a_run_dependency_fails(project, offline_chan
     assert "run-dependencies" in release.reason
     assert "No module named 'packaging'" in release.reason
     assert dict(result.report.counts("test", cell="cu13-release")) == {"failed": 1}
+    # The import check has its own prefix, and plan knows it: everything is current now.
+    steps = {s.stage: s.status for s in plan(cells_of(root, "cu13-release")[0], Cache.for_manifest(root / "pixi.toml"))}
+    assert steps["solve:import"] == steps["install:import"] == steps["build"] == "cached", steps
+
+
+def test_two_processes_building_one_cell_build_once(project, offline_channel: OfflineChannel) -> None:
+    needs_python("3.12")
+    root = project(manifest([offline_channel.url], CUDA_BODY))
+    argv = [sys.executable, "-m", "harness", "build", "cu128", "--from", str(root / "pixi.toml"), "-q"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    runs = [json.loads(p.read_text()) for p in (root / ".harness" / "reports").glob("run-*.json")]
+    assert len(runs) == 2
+    # One process built, the other waited on the locks and found the artifact.
+    assert sorted(tuple(sorted(r["summary"]["build"].items())) for r in runs) == [
+        (("cached", 1),), (("done", 1),)]
+    assert len(artifact_dirs(root)) == 1
 
 
 def test_building_the_real_example_leaves_the_checkout_clean(
