@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness.cache import atomic_write_json, read_json
-from harness.cell import digest
 from harness.errors import RunError
+from harness.frozen import digest
 
 CACHE_NAME = "harness-activation"
 _DROP_EXACT = {

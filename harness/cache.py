@@ -22,13 +22,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
 PKGS_ENV = "HARNESS_PKGS_DIR"
 DEFAULT_DIRNAME = ".harness"
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This directory holds variant-harness caches: https://bford.info/cachedir/\n"
+)
 SUBDIRS = ("locks", "envs", "build", "artifacts", "reports", "solve")
 
 
@@ -144,6 +149,9 @@ class Cache:
         ignore = self.root / ".gitignore"
         if not ignore.exists():
             atomic_write_text(ignore, "*\n")
+        tag = self.root / "CACHEDIR.TAG"  # backup tools and tree walks skip the whole root
+        if not tag.exists():
+            atomic_write_text(tag, CACHEDIR_TAG)
         for name in SUBDIRS:
             (self.root / name).mkdir(exist_ok=True)
         return self
@@ -180,11 +188,21 @@ class Cache:
 
     def cell_lock(self, cell_id: str, timeout: float = -1) -> FileLock:
         """The lock every stage of ``cell_id`` holds while it reads and writes the cell's state."""
+        from filelock import FileLock
+
         self.ensure()
-        return FileLock(self.locks_dir / f"cell-{cell_id}.lock", timeout=timeout)
+        # One lock object per path in this process (re-entrant): a run holds the
+        # cell's lock around prepare *and* the tests, and prepare takes it again.
+        # A lock with a timeout (gc's "is it busy?") is a separate object, so it
+        # sees the cell as busy even from the process that runs it.
+        return FileLock(
+            self.locks_dir / f"cell-{cell_id}.lock", timeout=timeout, is_singleton=timeout == -1
+        )
 
     def key_lock(self, key: str, timeout: float = -1) -> FileLock:
         """A lock for state that several cells share (a build dir keyed by variant key, ...)."""
+        from filelock import FileLock
+
         self.ensure()
         name = hashlib.sha256(key.encode()).hexdigest()[:24]
         return FileLock(self.locks_dir / f"key-{name}.lock", timeout=timeout)

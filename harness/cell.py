@@ -10,14 +10,14 @@ solving adds the resolved build/host packages to form the full key.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.frozen import FrozenDict, thaw
+from harness.frozen import canonical_json as canonical_json  # re-exported
+from harness.frozen import digest as digest  # re-exported
 from harness.specs import Dep, variant_spec
 
 ROLES = ("build", "host", "run")
@@ -38,13 +38,6 @@ def check_id(text: str) -> str | None:
     return None
 
 
-def canonical_json(value: Any) -> str:
-    """The one JSON spelling used for hashing: sorted keys, no whitespace."""
-    return json.dumps(thaw(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def digest(value: Any, length: int = 16) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,15 @@ def resolve_channel(entry: str, root: Path, *, manifest: Path | None = None) -> 
             return _local(written, Path(os.path.normpath(path)), manifest=manifest)
         return ResolvedChannel(written=written, url=text.rstrip("/"))
     if _is_path(text):
-        path = Path(text).expanduser()
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:  # ``~user/...`` for a user this machine does not know
+            raise ChannelError(
+                f"channel {written!r}: cannot find the home directory it names",
+                file=manifest,
+                key="channels",
+                hint="write the channel's path without `~user`, or relative to the manifest",
+            ) from None
         if not path.is_absolute():
             path = root / path
         return _local(written, Path(os.path.normpath(path)), manifest=manifest)

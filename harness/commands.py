@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from harness import inputs
 from harness.cli import COMMANDS, EXTRA_COMMANDS
+
+if TYPE_CHECKING:
+    from harness.cell import Cell
+    from harness.pipeline import RunResult
 
 
 def _cells_args(p: argparse.ArgumentParser) -> None:
@@ -25,15 +32,25 @@ def _gpu_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _repair_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repair", action="store_true",
+        help="check every installed file of the cells' prefixes (existence, size) and "
+        "reinstall the packages whose files are missing or damaged",
+    )
+
+
 def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("solve", help="solve, lock and install the prefixes of cells (no build)")
     _cells_args(p)
     p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
+    _repair_arg(p)
     p = sub.add_parser("plan", help="what each stage of a cell would do (cached or to do) and why")
     _cells_args(p)
     p = sub.add_parser("build", help="solve, install and build the package of cells")
     _cells_args(p)
     p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
+    _repair_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _gpu_arg(p)
     p = sub.add_parser(
@@ -44,6 +61,7 @@ def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     )
     _cells_args(p)
     p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
+    _repair_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _gpu_arg(p)
     sub.add_parser("channel", help="`harness channel offline`: build the offline conda channel "
@@ -67,7 +85,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     from harness.pipeline import run_cells
 
     cells = _find(args)
-    result = run_cells(cells, test=False, update=args.update, build=False)
+    result = run_cells(cells, test=False, update=args.update, build=False, repair=args.repair)
     return _finish_prepare(result, cells)
 
 
@@ -78,7 +96,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     cells = _find(args)
     result = run_cells(
         cells, test=False, update=args.update, listener=ConsoleProgress(quiet=args.quiet),
-        gpu_policy=args.gpu,
+        gpu_policy=args.gpu, repair=args.repair,
     )
     return _finish_prepare(result, cells)
 
@@ -101,10 +119,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     from harness.progress import ConsoleProgress
     from harness.summary import exit_code, render_summary, summary_rows
 
+    started = time.time_ns()
+    inputs.forget()  # what this compile reads is what the warm start checks next time
     cells = _find(args)
     result = run_cells(
         cells, extra_args=args.extra, update=args.update, listener=ConsoleProgress(quiet=args.quiet),
-        gpu_policy=args.gpu,
+        gpu_policy=args.gpu, repair=args.repair,
     )
     rows = summary_rows(
         result.report, result.outcomes, [c.id for c in cells], skipped=result.skipped
@@ -114,7 +134,24 @@ def cmd_test(args: argparse.Namespace) -> int:
     render_summary(rows, console)
     for path in result.report_paths:
         print(f"report: {path}", file=sys.stderr)
+    _index_warm_start(args, cells, result, started)
     return exit_code(rows)
+
+
+def _index_warm_start(
+    args: argparse.Namespace, cells: list[Cell], result: RunResult, started: int
+) -> None:
+    """Let the same command line start warm next time, when every cell it names left a record."""
+    from harness import warm
+    from harness.cache import Cache
+
+    invocation = warm.Invocation(tuple(args.sources), tuple(args.cells), args.gpu)
+    if args.update or {c.id for c in cells} != set(result.warm_records):
+        warm.drop_index(invocation)
+        return
+    warm.write_index(
+        invocation, [warm.record_path(Cache.for_manifest(c.manifest), c.id) for c in cells], started
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ from harness.manifest.platforms import (
 from harness.manifest.profiles import merged_config, profile_base
 from harness.manifest.read import check_backend_config
 from harness.manifest.variants import assign, used_keys, variant_space
-from harness.specs import Dep
+from harness.specs import Dep, package_name_problem
+from harness.tomlfile import resolve_path
 
 DEFAULT_TEST_COMMAND = "python -m pytest"
 
@@ -120,13 +121,20 @@ def _uses_package(manifest: Manifest, resolved: ResolvedEnvironment) -> bool:
 
 def _test_command(manifest: Manifest, resolved: ResolvedEnvironment) -> tuple[str, str]:
     task = resolved.tasks.get("test")
-    if isinstance(task, str):
-        return task, "tasks.test"
-    if isinstance(task, Mapping) and isinstance(task.get("cmd"), str):
-        return task["cmd"], "tasks.test"
-    if isinstance(task, Mapping) and isinstance(task.get("cmd"), tuple):
-        return " ".join(task["cmd"]), "tasks.test"
-    return DEFAULT_TEST_COMMAND, "default"
+    if task is None:
+        return DEFAULT_TEST_COMMAND, "default"
+    cmd = task.get("cmd") if isinstance(task, Mapping) else task
+    if isinstance(cmd, str):
+        return cmd, "tasks.test"
+    if isinstance(cmd, tuple) and cmd and all(isinstance(part, str) for part in cmd):
+        return " ".join(cmd), "tasks.test"
+    if isinstance(task, Mapping) and "cmd" not in task:
+        return DEFAULT_TEST_COMMAND, "default"  # a task that only depends on others
+    raise manifest.error(
+        "the test task's command must be a string or a non-empty list of strings",
+        "tasks", "test", *(("cmd",) if isinstance(task, Mapping) else ()),
+        hint='write test = "python -m pytest" or test = { cmd = "python -m pytest" }',
+    )
 
 
 def compile_cell(manifest: Manifest, env: EnvironmentDecl, overrides: Overrides = Overrides()) -> Cell:
@@ -185,10 +193,15 @@ def compile_cell(manifest: Manifest, env: EnvironmentDecl, overrides: Overrides 
             provenance[f"config.{k}"] = label
         extra_host = resolved.host_dependencies if "pixi-build" not in manifest.preview else ()
         extra_build = resolved.build_dependencies if "pixi-build" not in manifest.preview else ()
+        name = pkg.name or manifest.name or manifest.root.name
+        if problem := package_name_problem(name):
+            where = ("package", "name") if pkg.name else ("workspace", "name") if manifest.name else ("package",)
+            raise manifest.error(f"the package's name: {problem}", *where,
+                                 hint='set a valid name in [package], e.g. name = "mypkg"')
         package = PackageBuild(
-            name=pkg.name or manifest.name or manifest.root.name,
+            name=name,
             version=pkg.version or manifest.version or "0.0.0",
-            source_dir=(manifest.root / pkg.source).resolve() if pkg.source else manifest.root,
+            source_dir=resolve_path(manifest.root / pkg.source) if pkg.source else manifest.root,
             backend=pkg.backend,
             backend_version=pkg.backend_version,
             backend_channels=pkg.backend_channels,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -57,3 +59,13 @@ class FrozenDict(Mapping[K, V]):
 
     def __repr__(self) -> str:
         return f"FrozenDict({self._data!r})"
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling used for hashing: sorted keys, no whitespace."""
+    return json.dumps(thaw(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(value: Any, length: int = 16) -> str:
+    """A short stable hash of ``value`` (lives here, not in ``cell``, so light modules can use it)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:length]

@@ -27,6 +27,7 @@ from typing import Any
 
 from rattler import LockChannel, LockFile, LockPlatform, RepoDataRecord
 
+from harness import faults
 from harness.cache import Cache, atomic_write_json, fsync_dir, read_json
 from harness.cell import Cell, digest
 from harness.channels import ResolvedChannel, repodata_fingerprint
@@ -215,14 +216,17 @@ def write_lock(
             lock.add_conda_package(role, LockPlatform(cell.platform), record)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        faults.point("lock.writing")
         lock.to_path(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        faults.point("lock.tmp-written")
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
     fsync_dir(path.parent)
+    faults.point("lock.replaced")
     atomic_write_json(
         sidecar_path(cache, cell.id),
         {

@@ -28,12 +28,14 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nox
 
-from harness.cell import Cell
 from harness.errors import HarnessError, MatrixError
-from harness.loader import compile_path, default_sources
+
+if TYPE_CHECKING:
+    from harness.cell import Cell
 
 COMMANDS = ("test", "build", "solve")
 
@@ -68,6 +70,8 @@ class Collected:
 def _expand(path: Path) -> list[Path]:
     """A directory means its ``matrices/*.toml`` (or its manifest), file by file,
     so one broken file does not hide the others."""
+    from harness.loader import default_sources
+
     return default_sources(path) if path.is_dir() else [path]
 
 
@@ -90,6 +94,8 @@ def collect_cells(sources: Sequence[Path]) -> Collected:
         except HarnessError as exc:
             errors.append(exc)
             skipped.append(raw)
+    from harness.loader import compile_path
+
     for path in files:
         try:
             compiled = compile_path(path)
@@ -230,23 +236,55 @@ def register_matrix_sessions(
         raise ValueError(f"unknown harness command(s) {unknown}; choose from {sorted(ACTIONS)}")
     root = Path(root) if root is not None else Path.cwd()
     paths = [p if p.is_absolute() else root / p for p in map(Path, sources)] or [root]
-    collected = collect_cells(paths)
-    for error, skipped in zip(collected.errors, collected.skipped, strict=True):
-        print(f"harness: {error}", file=sys.stderr)
-        print(f"harness: no nox sessions for {_shown(skipped, root)}", file=sys.stderr)
-    if not collected.cells:
+    listing = session_listing(paths, commands, root)
+    if not listing["cells"]:
         return []
-    ids = [sc.cell.id for sc in collected.cells]
-    by_id = {sc.cell.id: sc.source for sc in collected.cells}
+    ids = [c["id"] for c in listing["cells"]]
+    by_id = {c["id"]: Path(c["source"]) for c in listing["cells"]}
     names: list[str] = []
     for i, command in enumerate(commands):
         params = [
-            nox.param(sc.cell.id, id=sc.cell.id, tags=cell_tags(sc.cell) if i == 0 else [])
-            for sc in collected.cells
+            nox.param(c["id"], id=c["id"], tags=c["tags"] if i == 0 else [])
+            for c in listing["cells"]
         ]
         body = _session_body(command, by_id, python)
-        body.__doc__ = _docstring(command, collected.cells, root)
+        body.__doc__ = listing["docs"][command]
         parametrized = nox.parametrize("cell", params, ids=ids)(body)
         nox.session(name=command, venv_backend="none", default=False)(parametrized)
         names += [f"{command}({cid})" for cid in ids]
     return names
+
+
+def session_listing(paths: Sequence[Path], commands: Sequence[str], root: Path) -> dict[str, Any]:
+    """What the sessions need (ids, sources, tags, descriptions), compiled or reused.
+
+    nox imports the noxfile for every ``nox`` command, so this runs before
+    every session: when no file the compile read has changed since the last
+    time (:func:`harness.warm.load_cached`), the listing is reused without
+    importing the compiler at all.  Files that fail to compile are reported
+    every time and never cached.
+    """
+    import time
+
+    from harness import inputs, warm
+
+    material = {"paths": [str(p.absolute()) for p in paths], "commands": list(commands), "root": str(root)}
+    cached = warm.load_cached("nox", material)
+    if isinstance(cached, dict):
+        return cached
+    taken = time.time_ns()
+    inputs.forget()
+    collected = collect_cells(paths)
+    for error, skipped in zip(collected.errors, collected.skipped, strict=True):
+        print(f"harness: {error}", file=sys.stderr)
+        print(f"harness: no nox sessions for {_shown(skipped, root)}", file=sys.stderr)
+    listing = {
+        "cells": [
+            {"id": sc.cell.id, "source": str(sc.source), "tags": cell_tags(sc.cell)}
+            for sc in collected.cells
+        ],
+        "docs": {command: _docstring(command, collected.cells, root) for command in commands},
+    }
+    if not collected.errors:
+        warm.store_cached("nox", material, listing, inputs.noted(), taken)
+    return listing

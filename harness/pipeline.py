@@ -10,16 +10,17 @@ JUnit XML per cell under ``<cache>/reports/``.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import warm
 from harness.cache import Cache
 from harness.cell import Cell
 from harness.compile import DEFAULT_TEST_COMMAND
 from harness.errors import HarnessError
+from harness.execute import ImportCheck, TestPlan, execute
 from harness.frozen import FrozenDict
 from harness.gpu import (
     DEFAULT_POLICY,
@@ -34,7 +35,7 @@ from harness.gpu import (
     gpu_env,
 )
 from harness.report import FAILED, SKIPPED, RunReport, StageListener
-from harness.run import TestOutcome, run_tests
+from harness.run import TestOutcome
 from harness.specs import variant_spec
 from harness.stages import IMPORT_ROLE, PreparedCell, prepare, runs_here
 
@@ -51,6 +52,7 @@ class RunResult:
     errors: FrozenDict[str, str]
     cells: tuple[str, ...]
     report_paths: tuple[Path, ...] = ()
+    warm_records: tuple[str, ...] = ()  # cells whose warm-start record this run wrote
 
     @property
     def ok(self) -> bool:
@@ -135,6 +137,28 @@ def import_env(prepared: PreparedCell) -> dict[str, str]:
     return env
 
 
+def test_plan(prepared: PreparedCell, cache: Cache) -> TestPlan:
+    """The test stage of a prepared cell: command, directory, environments and report paths."""
+    cell = prepared.cell
+    check = import_check(prepared)
+    return TestPlan(
+        cell=cell.id,
+        command=cell.test_command or DEFAULT_TEST_COMMAND,
+        cwd=cell.package.source_dir if cell.package is not None else cell.root,
+        env=dict(prepared.env),
+        junit=cache.reports_dir / "junit" / f"{cell.id}.xml",
+        logs=cache.root / "logs" / cell.id,
+        pycache=cache.root / "pycache",  # shared: the interpreter's own modules compile once
+        import_check=None
+        if check is None
+        else ImportCheck(
+            command=check,
+            env=import_env(prepared),
+            package=prepared.artifact.package if prepared.artifact else "the package",
+        ),
+    )
+
+
 def run_cell(
     prepared: PreparedCell,
     cache: Cache,
@@ -150,56 +174,9 @@ def run_cell(
     :func:`harness.gpu.gpu_env`): the prepared environment stays what the
     prefix alone defines, and what this runner adds is decided per run.
     """
-    cell = prepared.cell
-    command = cell.test_command or DEFAULT_TEST_COMMAND
-    cwd = cell.package.source_dir if cell.package is not None else cell.root
-    junit = cache.reports_dir / "junit" / f"{cell.id}.xml"
-    logs = cache.root / "logs" / cell.id
-    with report.stage(cell.id, "test") as stage:
-        check = import_check(prepared)
-        if check is not None:
-            outcome = run_tests(
-                cell.id, check, env={**import_env(prepared), **(extra_env or {})}, cwd=cwd,
-                junit_path=junit, log_path=logs / "import-check.log", echo=echo,
-            )
-            if not outcome.ok:
-                pkg = prepared.artifact.package if prepared.artifact else "the package"
-                reason = (
-                    f"the release package {pkg} does not import in a prefix that holds only it "
-                    f"and its depends (`{check}` failed{_last_error(outcome.log)}): a "
-                    "run-dependency is probably missing from [package.run-dependencies]"
-                )
-                outcome = _with_reason(outcome, reason)
-                stage.failed(reason)
-                return outcome
-        outcome = run_tests(
-            cell.id, command, env={**prepared.env, **(extra_env or {})}, cwd=cwd, extra_args=extra_args,
-            junit_path=junit, log_path=logs / "test.log", echo=echo,
-        )
-        counts = f"{outcome.passed} passed, {outcome.failed + outcome.errors} failed, {outcome.skipped} skipped"
-        if outcome.ok:
-            stage.done(counts)
-        else:
-            stage.failed(outcome.reason or counts)
-    return outcome
-
-
-def _last_error(log: Path | None) -> str:
-    """``: ModuleNotFoundError: ...``, the exception line of a failed import check's log."""
-    if log is None:
-        return ""
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if "Error" in line and ":" in line:
-            return ": " + line.strip()
-    return ""
-
-
-def _with_reason(outcome: TestOutcome, reason: str) -> TestOutcome:
-    return dataclasses.replace(outcome, reason=reason)
+    return execute(
+        test_plan(prepared, cache), report, extra_args=extra_args, echo=echo, extra_env=extra_env
+    )
 
 
 def run_cells(
@@ -212,6 +189,7 @@ def run_cells(
     listener: StageListener | None = None,
     echo: bool = True,
     gpu_policy: str = DEFAULT_POLICY,
+    repair: bool = False,
 ) -> RunResult:
     """Prepare and (if ``test``) test every cell; failures are recorded per cell, never raised.
 
@@ -221,6 +199,8 @@ def run_cells(
     is never gated: locks use the cell's declared virtual packages, so a GPU
     cell's lock is made on any machine.  A malformed ``CONDA_OVERRIDE_CUDA`` or
     policy concerns the whole run and is raised as a :class:`HarnessError`.
+    ``repair`` checks every installed file of every prefix and reinstalls the
+    damaged packages (:func:`harness.prefix.repair_prefix`).
     """
     check_policy(gpu_policy)
     gated = build or test
@@ -230,6 +210,7 @@ def run_cells(
     skipped: dict[str, str] = {}
     errors: dict[str, str] = {}
     paths: list[Path] = []
+    recorded: list[str] = []
     for group in group_by_cache(cells).values():
         cache = Cache.for_manifest(group[0].manifest)
         cache.ensure()
@@ -245,16 +226,28 @@ def run_cells(
                     skipped[cell.id] = reason
                     report.record(cell.id, "cell", "skipped", reason)
                     continue
-                prepared = prepare(cell, cache=cache, update=update, report=report, build=build)
-                if not test:
-                    continue
-                if not prepared.installed:
-                    skipped[cell.id] = f"{cell.platform} cannot run on this machine"
-                    continue
-                extra_env = gpu_env(cell, runner) if runner is not None else None
-                outcomes[cell.id] = run_cell(
-                    prepared, cache, report, extra_args=extra_args, echo=echo, extra_env=extra_env
-                )
+                # The cell's lock covers prepare *and* the tests: gc and other
+                # runs never change a prefix while its tests use it.
+                with cache.cell_lock(cell.id):
+                    seen = warm.forget_record(cache, cell) if test else None
+                    prepared = prepare(
+                        cell, cache=cache, update=update, report=report, build=build, repair=repair
+                    )
+                    if not test:
+                        continue
+                    if not prepared.installed:
+                        skipped[cell.id] = f"{cell.platform} cannot run on this machine"
+                        continue
+                    extra_env = gpu_env(cell, runner) if runner is not None else None
+                    plan = test_plan(prepared, cache)
+                    if seen is not None:
+                        warm.write_record(
+                            cache, prepared, plan, seen, report=report, extra_env=extra_env
+                        )
+                        recorded.append(cell.id)
+                    outcomes[cell.id] = execute(
+                        plan, report, extra_args=extra_args, echo=echo, extra_env=extra_env
+                    )
             except HarnessError as exc:
                 errors[cell.id] = str(exc)
                 _note_failure(report, cell.id, str(exc))
@@ -272,6 +265,7 @@ def run_cells(
         errors=FrozenDict(errors),
         cells=tuple(c.id for c in cells),
         report_paths=tuple(paths),
+        warm_records=tuple(recorded),
     )
 
 

@@ -14,6 +14,11 @@ A prefix with the incomplete marker, or with files but no installed marker,
 is wiped and installed again.  A prefix whose installed marker matches the
 lock is not touched at all (invariant 2): no rattler call.  Callers hold the
 cell lock (invariant 5).
+
+Files damaged *inside* a prefix marked installed (deleted, truncated) are not
+seen by those markers: looking at every file costs a ``stat`` each, too much
+for every warm run.  :func:`repair_prefix` (``--repair``) does look, against
+conda-meta's ``paths_data``, and links the damaged packages again.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-from rattler import RepoDataRecord, install
+from rattler import PackageCache, RepoDataRecord, install
+from rattler.package_cache import ValidationMode
 
+from harness import faults
 from harness.activation import CACHE_NAME as ACTIVATION_CACHE
 from harness.cache import atomic_write_json, fsync_dir, read_json
 from harness.errors import InstallError
@@ -151,12 +160,27 @@ def verify_archives(records: Sequence[RepoDataRecord], *, context: str = "") -> 
             )
         actual = _sha256_file(path)
         if actual != expected:
+            size = path.stat().st_size
+            locked_size = record.size if isinstance(record.size, int) else None
+            sizes = ""
+            if locked_size is not None and locked_size != size:
+                sizes = f"\n  expected size:   {locked_size} bytes\n  actual size:     {size} bytes"
+            if locked_size is not None and size < locked_size:
+                hint = (
+                    "the archive is truncated (an interrupted copy or build?); restore it in the "
+                    "channel: copy it again, or rebuild the channel (`harness channel offline "
+                    "--force` for the offline channel)"
+                )
+            else:
+                hint = (
+                    "the archive was rebuilt or modified after the lock was made; re-index the "
+                    "channel (rattler's index_fs(..., force=True)) and re-solve it (update)"
+                )
             raise InstallError(
                 f"package {name}{where}: archive {path} does not match the lock\n"
                 f"  expected sha256: {expected}\n"
-                f"  actual sha256:   {actual}",
-                hint="the archive was rebuilt or modified after the lock was made; re-index the "
-                "channel (rattler's index_fs(..., force=True)) and re-solve it (update)",
+                f"  actual sha256:   {actual}{sizes}",
+                hint=hint,
             )
 
 
@@ -184,15 +208,19 @@ def install_prefix(
     *,
     pkgs_dir: Path | None = None,
     context: str = "",
+    reinstall: Collection[str] = (),
+    package_cache: PackageCache | None = None,
 ) -> PrefixState:
     """Make ``prefix`` hold exactly ``records``; returns the state found *before* (``current`` = no work).
 
     A stale but complete prefix is updated in place (rattler computes the
-    transaction); anything untrustworthy is wiped first.
+    transaction); anything untrustworthy is wiped first.  ``reinstall`` names
+    packages to link again even when the prefix is current (:func:`repair_prefix`);
+    ``package_cache`` replaces ``pkgs_dir`` (e.g. one that validates its entries).
     """
     prefix = Path(prefix)
     state = prefix_state(prefix, records_hash, records)
-    if state.current:
+    if state.current and not reinstall:
         return state
     if not records:  # install([]) would empty the prefix: never the intent
         raise InstallError(f"{context or prefix}: nothing to install (the lock has no packages)")
@@ -208,6 +236,7 @@ def install_prefix(
         meta / INCOMPLETE_MARKER,
         {"pid": os.getpid(), "records_hash": records_hash, "started": time.time()},
     )
+    faults.point("prefix.marked-incomplete")
     try:
         run_sync(
             install(
@@ -215,6 +244,8 @@ def install_prefix(
                 target_prefix=prefix,
                 cache_dir=pkgs_dir,
                 show_progress=False,
+                reinstall_packages=set(reinstall) or None,
+                package_cache=package_cache,
             )
         )
     except Exception as exc:
@@ -224,10 +255,12 @@ def install_prefix(
             hint="the prefix is left marked incomplete and will be redone on the next run",
         ) from None
     _pause_for_fault_injection()
+    faults.point("prefix.linked")
     atomic_write_json(
         meta / INSTALLED_MARKER,
         {"records_hash": records_hash, "packages": len(records), "finished": time.time()},
     )
+    faults.point("prefix.marked-installed")
     (meta / INCOMPLETE_MARKER).unlink()
     fsync_dir(meta)
     return state
@@ -256,3 +289,206 @@ def verify_prefix(prefix: Path, records: Sequence[RepoDataRecord]) -> list[str]:
             if not (target.exists() or target.is_symlink()):
                 problems.append(f"{record.name.normalized}: {rel} missing")
     return problems
+
+
+# -- repair -------------------------------------------------------------------------------
+
+FILE_MISSING = "missing"
+FILE_CHANGED = "changed"
+RECORD_UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One installed file (or package record) that is not what conda-meta says was installed."""
+
+    package: str  # normalised name: what rattler's ``reinstall_packages`` takes
+    version: str
+    path: str  # relative to the prefix
+    problem: str  # missing | changed | unreadable
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.package} {self.version}"
+
+
+def _paths_entries(data: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The installed paths of one conda-meta record (``None`` when the record is malformed)."""
+    paths_data = data.get("paths_data")
+    if isinstance(paths_data, dict):
+        entries = paths_data.get("paths")
+        if isinstance(entries, list) and all(
+            isinstance(e, dict) and isinstance(e.get("_path"), str) for e in entries
+        ):
+            return entries
+        return None
+    files = data.get("files", [])  # records written without paths_data: existence only
+    if isinstance(files, list) and all(isinstance(f, str) for f in files):
+        return [{"_path": f} for f in files]
+    return None
+
+
+def _check_entry(prefix: Path, entry: dict[str, Any], hashes: bool) -> tuple[str, str] | None:
+    """``(problem, detail)`` for one conda-meta path entry, ``None`` when the file is intact."""
+    path = prefix / entry["_path"]
+    kind = entry.get("path_type", "hardlink")
+    try:
+        st = os.lstat(path)
+        if kind == "softlink":
+            return None if stat.S_ISLNK(st.st_mode) else (FILE_CHANGED, "not a symbolic link")
+        if kind == "directory":
+            return None if stat.S_ISDIR(st.st_mode) else (FILE_CHANGED, "not a directory")
+        if stat.S_ISLNK(st.st_mode):  # a file linked as a symlink: judge its target
+            st = os.stat(path)
+    except FileNotFoundError:
+        return FILE_MISSING, ""
+    except OSError as exc:
+        return FILE_CHANGED, exc.strerror or type(exc).__name__
+    if not stat.S_ISREG(st.st_mode):
+        return FILE_CHANGED, "not a regular file"
+    size = entry.get("size_in_bytes")
+    if isinstance(size, int) and st.st_size != size:
+        return FILE_CHANGED, f"{st.st_size} bytes, installed {size}"
+    if hashes:
+        # rattler records the digest after prefix replacement as ``sha256_in_prefix``
+        expected = entry.get("sha256_in_prefix") or entry.get("sha256")
+        if isinstance(expected, str) and _sha256_file(path) != expected:
+            return FILE_CHANGED, "content differs (sha256)"
+    return None
+
+
+def check_files(
+    prefix: Path, records: Sequence[RepoDataRecord], *, hashes: bool = False
+) -> list[Damage]:
+    """Every file of every package of ``prefix`` checked against its conda-meta record.
+
+    Existence, type and size by default: a ``stat`` per file, cheap enough for
+    ``--repair`` on any prefix.  ``hashes=True`` also compares each file's
+    sha256, which reads the whole prefix.  Files that conda-meta does not
+    list (pip installs, caches) are not looked at.
+    """
+    prefix = Path(prefix)
+    damage: list[Damage] = []
+    for record in records:
+        name, version = record.name.normalized, str(record.version)
+        meta_name = _record_meta_name(record)
+        data = read_json(meta_dir(prefix) / meta_name)
+        entries = _paths_entries(data) if isinstance(data, dict) else None
+        if entries is None:
+            damage.append(
+                Damage(name, version, f"conda-meta/{meta_name}", RECORD_UNREADABLE,
+                       "missing or not a valid package record")
+            )
+            continue
+        for entry in entries:
+            found = _check_entry(prefix, entry, hashes)
+            if found is not None:
+                damage.append(Damage(name, version, entry["_path"], *found))
+    return damage
+
+
+def _listed(items: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def describe_damage(damage: Sequence[Damage]) -> str:
+    """``1 file missing from pytest 9.2.0 (lib/.../main.py); 2 files changed in ...`` for reports."""
+    groups: dict[tuple[str, str], list[Damage]] = {}
+    for item in damage:
+        groups.setdefault((item.label, item.problem), []).append(item)
+    parts: list[str] = []
+    for (label, problem), items in groups.items():
+        count = f"{len(items)} file{'s' if len(items) != 1 else ''}"
+        if problem == RECORD_UNREADABLE:
+            parts.append(f"the record of {label} is unreadable ({items[0].path})")
+        elif problem == FILE_MISSING:
+            parts.append(f"{count} missing from {label} ({_listed([d.path for d in items])})")
+        else:
+            changed = [f"{d.path}: {d.detail}" if d.detail else d.path for d in items]
+            parts.append(f"{count} changed in {label} ({_listed(changed)})")
+    return "; ".join(parts)
+
+
+def _validating_cache(
+    prefix: Path, records: Sequence[RepoDataRecord], pkgs_dir: Path | None
+) -> PackageCache | None:
+    """The package cache ``records`` were linked from, set to check its entries' sha256.
+
+    Prefixes hard-link from the package cache, so a file truncated or edited
+    in place in a prefix is damaged in the cache as well: relinking it would
+    bring the damage back.  A fully validating cache re-extracts such an entry
+    from its archive.  With rattler's default cache (``pkgs_dir`` ``None``)
+    the directory is read from conda-meta's ``extracted_package_dir``.
+    """
+    dirs: list[Path] = [Path(pkgs_dir)] if pkgs_dir is not None else []
+    if not dirs:
+        for record in records:
+            data = read_json(meta_dir(prefix) / _record_meta_name(record))
+            extracted = data.get("extracted_package_dir") if isinstance(data, dict) else None
+            if isinstance(extracted, str) and extracted:
+                parent = Path(extracted).parent
+                if parent not in dirs:
+                    dirs.append(parent)
+    if not dirs:
+        return None
+    return PackageCache.new_layered(dirs, validation_mode=ValidationMode.full())
+
+
+def repair_prefix(
+    prefix: Path,
+    records: Sequence[RepoDataRecord],
+    records_hash: str,
+    *,
+    pkgs_dir: Path | None = None,
+    context: str = "",
+    hashes: bool = False,
+) -> tuple[Damage, ...]:
+    """Check every file of an installed ``prefix`` and reinstall the packages that are damaged.
+
+    Returns the damage found (empty: nothing was touched).  Call it after
+    :func:`install_prefix`, on a prefix marked installed.  Damaged packages
+    are linked again from a package cache that re-extracts corrupt entries
+    (only theirs are validated, so the cost follows the damage); a package
+    whose conda-meta record is unreadable makes the whole prefix be
+    reinstalled first (rattler plans its transaction from those records).  The
+    reinstall goes through :func:`install_prefix`, so a run killed during a
+    repair leaves the prefix marked incomplete.  Raises :class:`InstallError`
+    when the prefix is still damaged afterwards.
+    """
+    prefix = Path(prefix)
+    found = check_files(prefix, records, hashes=hashes)
+    damage = found
+    if not damage:
+        return ()
+    try:
+        if any(d.problem == RECORD_UNREADABLE for d in damage):
+            _wipe(prefix)
+            install_prefix(prefix, records, records_hash, pkgs_dir=pkgs_dir, context=context)
+            damage = check_files(prefix, records, hashes=hashes)  # what the cache brought back
+        if damage:
+            names = sorted({d.package for d in damage})
+            damaged = [r for r in records if r.name.normalized in names]
+            install_prefix(
+                prefix, records, records_hash, pkgs_dir=pkgs_dir, context=context,
+                reinstall=names, package_cache=_validating_cache(prefix, damaged, pkgs_dir),
+            )
+            damage = check_files(prefix, records, hashes=hashes)
+        if damage:
+            raise InstallError(
+                f"{context or prefix}: {prefix} is still damaged after reinstalling it: "
+                f"{describe_damage(damage)}",
+                hint="the prefix is marked incomplete and will be installed afresh on the next "
+                "run; if the damage persists, remove the package cache entries of "
+                + ", ".join(sorted({d.label for d in damage})),
+            )
+    except Exception:
+        # Known damage that could not be repaired: no later run may trust the prefix.
+        if prefix.exists():
+            meta_dir(prefix).mkdir(parents=True, exist_ok=True)
+            atomic_write_json(
+                meta_dir(prefix) / INCOMPLETE_MARKER, {"pid": os.getpid(), "repair": "failed"}
+            )
+        raise
+    return tuple(found)

@@ -16,11 +16,11 @@ import os
 import sys
 import threading
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.status import Status
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when a console is made: plain lines need none of it
+    from rich.console import Console
+    from rich.status import Status
 
 LONG_STAGES = frozenset({"solve", "install", "build", "test"})
 PREFIX = "[harness]"
@@ -72,11 +72,11 @@ class ConsoleProgress:
         self.quiet = quiet
         self._stream = stream if stream is not None else sys.stderr
         self.interactive = _is_terminal(self._stream) if interactive is None else interactive
-        self._console = (
-            Console(file=self._stream, highlight=False, soft_wrap=True)
-            if self.interactive
-            else None
-        )
+        self._console: Console | None = None
+        if self.interactive:
+            from rich.console import Console
+
+            self._console = Console(file=self._stream, highlight=False, soft_wrap=True)
         self._lock = threading.RLock()
         self._running: dict[tuple[str, str], None] = {}  # insertion-ordered set
         self._status: Status | None = None
@@ -98,6 +98,8 @@ class ConsoleProgress:
                 return
             line = stage_line(cell, stage, status, reason, duration)
             if self._console is not None:
+                from rich.text import Text
+
                 text = Text(line)
                 style = _STATUS_STYLES.get(status)
                 if style:
@@ -135,9 +137,13 @@ class ConsoleProgress:
         text = ", ".join(f"{cell} · {stage}" for cell, stage in self._running) + " ..."
         if self._status is None:
             assert self._console is not None
+            from rich.text import Text
+
             self._status = self._console.status(Text(text))
             self._status.start()
         else:
+            from rich.text import Text
+
             self._status.update(Text(text))
 
     def _stop(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import faults
 from harness.cache import atomic_write_json, file_sha256, read_json
 from harness.cell import digest
 from harness.errors import InstallError
@@ -210,6 +211,7 @@ def install_pypi(
         for req in reqs:
             args += list(req.args)
         _uv(args, what=f"{context}: uv pip install")
+    faults.point("pypi.installed")
     atomic_write_json(
         marker_path,
         {"hash": wanted, "names": sorted(r.name for r in reqs), "finished": time.time()},

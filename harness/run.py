@@ -4,8 +4,9 @@ The test command is whatever the project declares (``pytest``, ``python -m
 pytest tests``, ``nox -s tests``, ``ctest && pytest``...).  The harness does
 not need to know which tool it is: it extends ``PYTEST_ADDOPTS`` so that any
 pytest the command ends up running writes JUnit XML where the harness asks and
-writes no cache into the source tree, and sets ``PYTHONDONTWRITEBYTECODE`` so
-that no ``__pycache__`` lands there either (DESIGN invariant 3).  A command
+writes no cache into the source tree, and sends bytecode to the cell's own
+``PYTHONPYCACHEPREFIX`` (or sets ``PYTHONDONTWRITEBYTECODE``) so that no
+``__pycache__`` lands there either (DESIGN invariant 3).  A command
 that runs no pytest at all still gets a one-case JUnit file, so every cell of
 a CI run has JUnit XML to upload.
 
@@ -300,10 +301,22 @@ def write_synthetic_junit(
 # --- running -------------------------------------------------------------------------------
 
 
-def test_env(env: Mapping[str, str], junit_path: Path) -> dict[str, str]:
-    """``env`` plus what makes any pytest inside write JUnit and leave the source tree alone."""
+def test_env(env: Mapping[str, str], junit_path: Path, pycache: Path | None = None) -> dict[str, str]:
+    """``env`` plus what makes any pytest inside write JUnit and leave the source tree alone.
+
+    With ``pycache``, bytecode (the prefix's packages', the tests' and
+    pytest's rewritten asserts) is written under that directory instead of
+    beside the sources (``PYTHONPYCACHEPREFIX``): conda installs noarch
+    packages without bytecode, and recompiling pytest at every run costs
+    more than everything else a warm run does.  Without it, no bytecode is
+    written at all.
+    """
     out = dict(env)
-    out["PYTHONDONTWRITEBYTECODE"] = "1"
+    if pycache is not None:
+        out.pop("PYTHONDONTWRITEBYTECODE", None)
+        out["PYTHONPYCACHEPREFIX"] = str(pycache)
+    else:
+        out["PYTHONDONTWRITEBYTECODE"] = "1"
     ours = f"--junitxml={shlex.quote(str(junit_path))} -p no:cacheprovider"
     existing = out.get("PYTEST_ADDOPTS", "").strip()
     out["PYTEST_ADDOPTS"] = f"{existing} {ours}" if existing else ours
@@ -323,6 +336,7 @@ def run_tests(
     junit_path: Path,
     log_path: Path | None = None,
     echo: bool = True,
+    pycache: Path | None = None,
 ) -> TestOutcome:
     """Run a cell's test command in ``cwd`` with ``env`` and report what happened.
 
@@ -341,7 +355,7 @@ def run_tests(
     junit_path.unlink(missing_ok=True)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-    child_env = test_env(env, junit_path)
+    child_env = test_env(env, junit_path, pycache)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(

@@ -7,13 +7,17 @@ wants strict MatchSpec strings, so normalisation lives here, in one place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from rattler import VersionSpec
+from rattler import MatchSpec, Version, VersionSpec
 from rattler.exceptions import InvalidVersionSpecError
 
 SOURCE_KEYS = ("path", "git", "url")
+# conda's package names (rattler's ``PackageName``): a name is also a directory
+# name under the cache root and in every prefix, so nothing else gets through.
+_PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _ARCHIVE_SUFFIXES = (".conda", ".tar.bz2")
 
 
@@ -78,8 +82,40 @@ def variant_spec(value: str) -> str:
     return normalize_version(value)
 
 
+def package_name_problem(name: str) -> str | None:
+    """``None`` when ``name`` is a valid conda package name, else why not."""
+    if not _PACKAGE_NAME.match(name) or name in (".", ".."):
+        return (f"{name!r} is not a valid package name: package names use only "
+                "letters, digits, '-', '_' and '.'")
+    return None
+
+
+def version_problem(text: str) -> str | None:
+    """``None`` when ``text`` is a version (``13``, ``2.28``), else why not (system requirements)."""
+    try:
+        Version(text.strip())
+    except Exception as exc:  # rattler's InvalidVersionError and friends
+        return f"{text!r} is not a version: {exc}"
+    return None
+
+
 def parse_dep(name: str, value: Any) -> Dep | str:
     """A manifest dependency value as a :class:`Dep`, or a message saying what is wrong."""
+    problem = package_name_problem(name)
+    if problem:
+        return problem
+    dep = _parse_dep(name, value)
+    if isinstance(dep, Dep) and not dep.is_source:
+        if problem := valid_version(dep.version):
+            return f"invalid version spec '{dep.version}': {problem}"
+        try:
+            MatchSpec(dep.matchspec())
+        except Exception as exc:  # InvalidMatchSpecError, and rattler's parse errors
+            return f"'{dep.matchspec()}' is not a valid MatchSpec: {exc}"
+    return dep
+
+
+def _parse_dep(name: str, value: Any) -> Dep | str:
     if isinstance(value, str):
         return Dep(name=name, version=value.strip() or "*")
     if not isinstance(value, dict):

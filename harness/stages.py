@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from rattler import Gateway, RepoDataRecord, Subdir
 
+from harness import faults
 from harness.activation import activation_env
 from harness.build.driver import (
     Artifact,
@@ -46,7 +47,15 @@ from harness.lock import (
     warn_untrusted,
     write_lock,
 )
-from harness.prefix import CURRENT, INCOMPLETE, MISSING, install_prefix, prefix_state
+from harness.prefix import (
+    CURRENT,
+    INCOMPLETE,
+    MISSING,
+    describe_damage,
+    install_prefix,
+    prefix_state,
+    repair_prefix,
+)
 from harness.pypi import install_pypi, pypi_current, pypi_hash, requirements
 from harness.report import FAILED, RunReport
 from harness.report import SKIPPED as SKIPPED_STATUS
@@ -168,19 +177,31 @@ def _install_role(
     cache: Cache,
     native: bool,
     report: RunReport,
+    repair: bool = False,
 ) -> None:
     with report.stage(cell.id, f"install:{role}") as stage:
         if not native:
             stage.skipped(f"{cell.platform} prefixes cannot be installed on {Subdir.current()}")
             return
+        context = f"cell {cell.id!r}, environment {role!r}"
         before = install_prefix(
             prefix,
             records,
             records_hash,
             pkgs_dir=cache.pkgs_dir,
-            context=f"cell {cell.id!r}, environment {role!r}",
+            context=context,
         )
-        if before.status == CURRENT:
+        # Even a fresh install is checked: it links from the shared package cache,
+        # which a file edited in place in another prefix (a hard link) damages too.
+        damage = (
+            repair_prefix(prefix, records, records_hash, pkgs_dir=cache.pkgs_dir, context=context)
+            if repair
+            else ()
+        )
+        if damage:
+            where = prefix.relative_to(cache.root) if prefix.is_relative_to(cache.root) else prefix
+            stage.done(f"repaired: {where}: {describe_damage(damage)}")
+        elif before.status == CURRENT:
             stage.cached(before.reason)
         else:
             stage.done(before.reason)
@@ -216,12 +237,16 @@ def prepare(
     gateway: Gateway | None = None,
     base_env: Mapping[str, str] | None = None,
     build: bool = True,
+    repair: bool = False,
 ) -> PreparedCell:
     """Solve, install, build, install the build, pip-install and activate: everything before the tests.
 
     Stages whose inputs are unchanged do no work and are reported ``cached``.
     ``build=False`` stops before the build (``harness solve``): a release cell
-    then has no test environment yet.  Raises a
+    then has no test environment yet.  ``repair=True`` also checks every file
+    of every prefix against conda-meta (existence, type, size) and reinstalls
+    the damaged packages, reported as ``repaired: envs/<cell>/<role>: ...``;
+    without it a current prefix is trusted on its markers alone.  Raises a
     :class:`~harness.errors.HarnessError` (``SolveError``, ``InstallError``,
     ``BuildError``...) naming the cell on failure.
     """
@@ -244,6 +269,7 @@ def prepare(
             )
             resolved_any |= did
         if resolved_any:  # publish the lock before installing: a killed install re-solves nothing
+            faults.point("stages.roles-solved")
             carried = {r: v for r, v in state.roles.items() if r == TEST_ROLE}
             write_lock(cache, cell, channels, {**roles, **carried})
         for role, locked in roles.items():
@@ -251,7 +277,7 @@ def prepare(
             hashes[role] = locked.records_hash
             _install_role(
                 cell, role, prefixes[role], locked.records, hashes[role],
-                cache=cache, native=native, report=report,
+                cache=cache, native=native, report=report, repair=repair,
             )
 
         artifact: Artifact | None = None
@@ -289,6 +315,7 @@ def prepare(
             )
             roles[TEST_ROLE] = locked
             if did:
+                faults.point("stages.test-solved")
                 write_lock(cache, cell, channels, roles)
             records = locked.records
             if artifact is not None and not release:
@@ -297,7 +324,7 @@ def prepare(
             hashes[TEST_ROLE] = records_digest(records)
             _install_role(
                 cell, TEST_ROLE, prefixes[TEST_ROLE], records, hashes[TEST_ROLE],
-                cache=cache, native=native, report=report,
+                cache=cache, native=native, report=report, repair=repair,
             )
         if release and artifact is not None and artifact.imports:
             # The import check's own prefix: the package and nothing but what its
@@ -314,7 +341,7 @@ def prepare(
             hashes[IMPORT_ROLE] = locked.records_hash
             _install_role(
                 cell, IMPORT_ROLE, prefixes[IMPORT_ROLE], locked.records, hashes[IMPORT_ROLE],
-                cache=cache, native=native, report=report,
+                cache=cache, native=native, report=report, repair=repair,
             )
         if state.problem or set(state.roles) != set(roles):
             write_lock(cache, cell, channels, roles)
@@ -354,6 +381,9 @@ def prepare(
                 )
                 if cached:
                     stage.cached("activation cached")
+        from harness.gc import mark_used
+
+        mark_used(cache, cell.id, artifact)  # for `harness gc --older-than`
     return PreparedCell(
         cell=cell,
         lock_path=state.lock_path,
@@ -374,6 +404,7 @@ def prepare_many(
     report: RunReport,
     gateway: Gateway | None = None,
     build: bool = True,
+    repair: bool = False,
 ) -> PrepareOutcome:
     """:func:`prepare` each cell; a failing cell is recorded and the others still run."""
     prepared: dict[str, PreparedCell] = {}
@@ -381,7 +412,8 @@ def prepare_many(
     for cell in cells:
         try:
             prepared[cell.id] = prepare(
-                cell, cache=cache, update=update, report=report, gateway=gateway, build=build
+                cell, cache=cache, update=update, report=report, gateway=gateway, build=build,
+                repair=repair,
             )
         except Exception as exc:
             failures[cell.id] = exc

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from harness.frozen import FrozenDict
 from harness.report import CACHED, DONE, FAILED, SKIPPED, RunReport, StageResult
 from harness.run import TestOutcome
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 PASSED = "passed"
 ERROR = "error"
@@ -171,6 +172,9 @@ def format_duration(seconds: float) -> str:
 
 def render_summary(rows: Sequence[SummaryRow], console: Console) -> None:
     """Print the table, then the failing tests or error reason of each cell that did not pass."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=None, show_edge=False, pad_edge=False)
     table.add_column("cell", no_wrap=True)
     table.add_column("result", no_wrap=True)
@@ -196,14 +200,15 @@ def render_summary(rows: Sequence[SummaryRow], console: Console) -> None:
 
 
 def _totals(rows: Sequence[SummaryRow]) -> Text:
-    counts = {result: sum(1 for r in rows if r.result == result) for result in _STYLES}
-    words = [f"{n} {result}" for result, n in counts.items() if n or result == PASSED]
-    bad = counts[RESULT_FAILED] + counts[ERROR]
-    cells = f"{len(rows)} cell{'s' if len(rows) != 1 else ''}"
-    return Text(f"{cells}: " + ", ".join(words), style="bold red" if bad else "green")
+    from rich.text import Text
+
+    bad = any(r.result in (RESULT_FAILED, ERROR) for r in rows)
+    return Text(_totals_text(rows), style="bold red" if bad else "green")
 
 
 def _print_failure(row: SummaryRow, console: Console) -> None:
+    from rich.text import Text
+
     console.print(Text(f"{row.cell}: {row.result}", style=_STYLES[row.result]))
     for name in row.failures[:_MAX_NAMES]:
         console.print(Text(f"  FAILED {name}"), soft_wrap=True)
@@ -219,6 +224,52 @@ def _print_failure(row: SummaryRow, console: Console) -> None:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def summary_lines(rows: Sequence[SummaryRow]) -> list[str]:
+    """The summary as plain lines, laid out as :func:`render_summary` lays it out without a terminal.
+
+    The warm start prints this: rich's import alone costs more than
+    everything else a warm re-run does before its tests start.
+    """
+    header = ("cell", "result", "stages", "tests", "time")
+    cells = [
+        (r.cell, r.result, _stages_text(r), _tests_text(r), format_duration(r.duration)) for r in rows
+    ]
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+
+    def line(values: Sequence[str], sep: str) -> str:
+        parts = [v.rjust(w) if i == 4 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))]
+        return sep.join(parts).rstrip()
+
+    out = [line(header, " ┃ "), "━╇━".join("━" * w for w in widths)]
+    out += [line(c, " │ ") for c in cells]
+    for row in rows:
+        if row.result in (RESULT_FAILED, ERROR):
+            out.append(f"{row.cell}: {row.result}")
+            out += [f"  FAILED {name}" for name in row.failures[:_MAX_NAMES]]
+            if len(row.failures) > _MAX_NAMES:
+                out.append(f"  ... and {len(row.failures) - _MAX_NAMES} more")
+            lines = row.reason.splitlines() if row.reason else []
+            out += [f"  {text}" for text in lines[:_MAX_REASON_LINES]]
+            if len(lines) > _MAX_REASON_LINES:
+                out.append(f"  ... ({len(lines) - _MAX_REASON_LINES} more lines)")
+    for row in rows:
+        if row.result == RESULT_SKIPPED and row.reason:
+            out.append(f"{row.cell}: skipped: {_first_line(row.reason)}")
+    out.append(_totals_text(rows))
+    return out
+
+
+def render_plain(rows: Sequence[SummaryRow], stream: TextIO) -> None:
+    stream.write("\n".join(summary_lines(rows)) + "\n")
+
+
+def _totals_text(rows: Sequence[SummaryRow]) -> str:
+    counts = {result: sum(1 for r in rows if r.result == result) for result in _STYLES}
+    words = [f"{n} {result}" for result, n in counts.items() if n or result == PASSED]
+    cells = f"{len(rows)} cell{'s' if len(rows) != 1 else ''}"
+    return f"{cells}: " + ", ".join(words)
 
 
 def exit_code(rows: Sequence[SummaryRow]) -> int:

@@ -7,7 +7,9 @@ scanning the text for the key's table header or assignment.  That is enough for
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,9 @@ from typing import Any
 import tomli
 
 from harness.errors import HarnessError, ManifestError
+
+#: Manifests and matrix files are kilobytes; a larger file is a wrong path, not a manifest.
+MAX_TOML_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,26 @@ class TomlDocument:
 
 def read_toml(path: Path, *, cls: type[HarnessError] = ManifestError) -> TomlDocument:
     """Parse ``path``; a syntax error becomes a HarnessError with its line."""
+    from harness import inputs
+
+    inputs.note(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # stat first: opening a FIFO would block, reading /dev/zero would never end
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise cls("not a regular file", file=path,
+                      hint="point at a TOML file (a directory means its pixi.toml or matrices/)")
+        if info.st_size > MAX_TOML_BYTES:
+            raise cls(f"the file has {info.st_size} bytes; TOML files over {MAX_TOML_BYTES} are refused",
+                      file=path, hint="a manifest or matrix file is a few kilobytes: check the path")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TOML_BYTES + 1)
+        if len(raw) > MAX_TOML_BYTES:
+            raise cls(f"the file grew past {MAX_TOML_BYTES} bytes while it was read", file=path)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise cls("file not found", file=path, hint="check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, bytes that are not UTF-8
         raise cls(f"cannot read the file: {exc}", file=path) from None
     return parse_toml(text, path, cls=cls)
 
@@ -66,7 +86,22 @@ def parse_toml(text: str, path: Path, *, cls: type[HarnessError] = ManifestError
         line = getattr(exc, "lineno", None)
         msg = getattr(exc, "msg", str(exc))
         raise cls(f"invalid TOML: {msg}", file=path, line=line, hint="fix the TOML syntax") from None
+    except RecursionError as exc:  # tomli's own limit on nested arrays and inline tables
+        raise cls(f"invalid TOML: {exc}", file=path, hint="flatten the nested arrays or tables") from None
     return TomlDocument(path=path, text=text, data=data)
+
+
+def resolve_path(path: Path) -> Path:
+    """``path`` made absolute with symlinks resolved; a symlink loop stays unresolved.
+
+    ``Path.resolve`` raises ``RuntimeError`` on a loop before Python 3.13; the
+    unresolved path then fails to read with "too many levels of symbolic
+    links", which the readers report as a user error naming it.
+    """
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return Path(os.path.abspath(path))
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

@@ -21,11 +21,13 @@ import contextlib
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import faults
 from harness.activation import clean_base_env
 from harness.build.backends import get_backend
 from harness.build.base import BuildContext, BuildOutput
@@ -33,7 +35,7 @@ from harness.build.expand import cpu_count, expand_config, expand_env_table
 from harness.build.key import VariantKey, referenced_variables, variant_key
 from harness.build.package import assemble, build_string
 from harness.build.source import source_fingerprint
-from harness.cache import Cache, atomic_write_json, fsync_dir, read_json
+from harness.cache import Cache, atomic_write_json, file_sha256, fsync_dir, read_json
 from harness.cell import Cell
 from harness.errors import BuildError
 from harness.frozen import FrozenDict, thaw
@@ -161,14 +163,49 @@ def plan_build(cell: Cell, cache: Cache, inputs: BuildInputs) -> BuildPlan:
     )
 
 
+class DamagedArtifactWarning(UserWarning):
+    """A published artifact whose archive no longer matches ``artifact.json``: it is built again."""
+
+
+def _archive_problem(archive: Path, meta: dict[str, Any]) -> str | None:
+    """Why ``archive`` is not the one published with ``meta`` (``None``: it is)."""
+    if not archive.is_file():
+        return f"its archive {archive.name} is missing"
+    sha256, size = meta.get("archive_sha256"), meta.get("archive_size")
+    if not isinstance(sha256, str) or not isinstance(size, int):
+        return f"{ARTIFACT_META} records no sha256 for {archive.name} (published by an older harness)"
+    actual = archive.stat().st_size
+    if actual != size:
+        return (
+            f"{archive.name} has {actual} bytes, {size} when published "
+            f"({'truncated' if actual < size else 'altered'} since)"
+        )
+    if file_sha256(archive) != sha256:
+        return f"the sha256 of {archive.name} differs from the one recorded when it was published"
+    return None
+
+
 def read_artifact(directory: Path) -> Artifact | None:
-    """The artifact published in ``directory``, or ``None`` when it is absent or incomplete."""
+    """The artifact published in ``directory``, or ``None`` when it is absent, incomplete or damaged.
+
+    A build is skipped whenever this finds an artifact, so the archive is
+    checked against the size and sha256 recorded at publication: an archive
+    truncated or edited since (a full disk, a stray copy) would otherwise be
+    installed and tested as if it were the build.  A damaged artifact gives a
+    :class:`DamagedArtifactWarning` saying why, and the next build replaces it.
+    """
     meta = read_json(Path(directory) / ARTIFACT_META)
     if not isinstance(meta, dict):
         return None
     try:
         archive = Path(directory) / meta["subdir"] / meta["archive"]
-        if not archive.is_file():
+        problem = _archive_problem(archive, meta)
+        if problem is not None:
+            warnings.warn(
+                f"artifact {directory}: {problem}; it is not trusted and will be built again",
+                DamagedArtifactWarning,
+                stacklevel=1,  # one place: a run that reads the artifact twice warns once
+            )
             return None
         return Artifact(
             package=meta["package"],
@@ -272,6 +309,7 @@ def _build_locked(cell: Cell, cache: Cache, inputs: BuildInputs, plan: BuildPlan
         encoding="utf-8",
     )
     _start_build_dir(plan.build_dir, log)
+    faults.point("build.dir-marked")
     install_dir = plan.build_dir / "_install"
     shutil.rmtree(install_dir, ignore_errors=True)
     install_dir.mkdir(parents=True)
@@ -327,9 +365,11 @@ def _build_locked(cell: Cell, cache: Cache, inputs: BuildInputs, plan: BuildPlan
     except Exception as exc:
         raise ctx.failure(f"the {backend.name} backend failed: {type(exc).__name__}: {exc}") from None
     ctx.log(f"build finished in {time.monotonic() - started:.1f}s")
-    artifact = _publish(cell, plan, ctx, output, install_dir)
+    # The build directory is consistent from here on: a run killed while
+    # publishing re-publishes from it incrementally instead of wiping it.
     (plan.build_dir / INCOMPLETE).unlink(missing_ok=True)
-    return artifact
+    faults.point("build.backend-done")
+    return _publish(cell, plan, ctx, output, install_dir)
 
 
 def release_depends(cell: Cell, output: BuildOutput) -> list[str]:
@@ -366,6 +406,7 @@ def _publish(cell: Cell, plan: BuildPlan, ctx: BuildContext, output: BuildOutput
             build = _archive_build(archive, pkg.name, pkg.version) or build
         with contextlib.suppress(OSError):
             shutil.copy2(ctx.log_path, tmp / "build.log")
+        faults.point("build.artifact-meta")
         atomic_write_json(
             tmp / ARTIFACT_META,
             {
@@ -376,6 +417,8 @@ def _publish(cell: Cell, plan: BuildPlan, ctx: BuildContext, output: BuildOutput
                 "fingerprint": plan.fingerprint,
                 "subdir": subdir,
                 "archive": archive.name,
+                "archive_sha256": file_sha256(archive),
+                "archive_size": archive.stat().st_size,
                 "imports": list(output.imports),
                 "build_dir": str(plan.build_dir),
                 "cell": cell.id,
@@ -384,10 +427,12 @@ def _publish(cell: Cell, plan: BuildPlan, ctx: BuildContext, output: BuildOutput
                 "created": time.time(),
             },
         )
-        if final.exists():  # a leftover without readable metadata: never trusted
+        if final.exists():  # a leftover without readable metadata, or damaged: never trusted
             shutil.rmtree(final, ignore_errors=True)
+        faults.point("build.renaming")
         os.replace(tmp, final)
         fsync_dir(final.parent)
+        faults.point("build.renamed")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

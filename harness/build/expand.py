@@ -7,6 +7,18 @@ same on every runner and nothing can execute: ``$(nproc)`` is the CPU count,
 any other command substitution is an error that names the key.  A variable
 the build environment does not define expands to the empty string, as in a
 shell.  ``$$`` is a literal ``$``.
+
+Expansion is one pass: a value that a variable brings in is never expanded
+again, so ``$X`` with ``X = "$(touch x)"`` yields that text, and backquotes
+stay literal.  Two kinds of configuration are not expanded here at all:
+
+* a value that *is* a shell program (the script backend's ``script``): bash
+  expands it when it runs, from the build environment, as conda-build does;
+  expanding it first would splice variable values into the program's text;
+* variable *names* through which bash runs code it finds in its environment
+  (``BASH_ENV`` is expanded and sourced, ``BASH_FUNC_*`` define functions,
+  ``PS4`` is expanded under ``SHELLOPTS=xtrace``): they are refused, in
+  build, activation and matrix environments alike.
 """
 
 from __future__ import annotations
@@ -27,6 +39,32 @@ _TOKEN = re.compile(
     r"|%(?P<win>[A-Za-z_][A-Za-z0-9_]*)%"
 )
 _UNCLOSED = re.compile(r"\$\((?![^)]*\))|\$\{(?![A-Za-z_][A-Za-z0-9_]*\})")
+#: Configuration keys whose values are shell programs, run by bash with the build environment.
+SHELL_PROGRAM_KEYS = frozenset({"script"})
+#: Variables bash reads code from: refused in every environment a configuration sets.
+SHELL_CODE_VARIABLES = frozenset({"BASH_ENV", "PS4", "SHELLOPTS"})
+SHELL_FUNCTION_PREFIX = "BASH_FUNC_"
+ENV_HINT = ("use a plain variable name and value; code that must run before the build or the "
+            "tests belongs in the build script or the test command")
+
+
+def env_name_problem(name: str) -> str | None:
+    """``None`` when ``name`` may be set in a build, activation or matrix environment, else why not."""
+    if not name:
+        return "an environment variable needs a name"
+    if "=" in name or "\0" in name:
+        return f"{name!r} cannot be an environment variable name ('=' and NUL are not allowed)"
+    if name in SHELL_CODE_VARIABLES or name.startswith(SHELL_FUNCTION_PREFIX):
+        return (f"{name} cannot be set from configuration: bash runs code it finds in this "
+                "variable, and configuration never runs commands")
+    return None
+
+
+def env_value_problem(value: str) -> str | None:
+    """``None`` when ``value`` can be an environment variable's value (no NUL), else why not."""
+    if "\0" in value:
+        return "an environment variable's value cannot hold a NUL character"
+    return None
 
 
 def cpu_count() -> int:
@@ -48,8 +86,11 @@ def expand_text(
     """``text`` with variables and ``$(nproc)`` replaced; :class:`BuildError` for anything else."""
     bad = _UNCLOSED.search(text)
     if bad:
+        rest = text[bad.start():]
+        what = (f"unterminated {bad.group(0)!r}" if bad.group(0) == "$(" or "}" not in rest
+                else f"`{rest[:rest.index('}') + 1]}` is not supported (only `${{NAME}}`)")
         raise BuildError(
-            f"unterminated {bad.group(0)!r} in {text!r}",
+            f"{what} in {text!r}",
             file=manifest,
             key=key,
             hint="close it: `${NAME}` or `$(nproc)`; write `$$` for a literal `$`",
@@ -62,8 +103,9 @@ def expand_text(
         if cmd is not None:
             if cmd.strip() == "nproc":
                 return str(nproc if nproc is not None else cpu_count())
+            kind = "arithmetic expansion" if cmd.startswith("(") else "command substitution"
             raise BuildError(
-                f"command substitution `$({cmd})` is not supported in {text!r}",
+                f"{kind} `{match.group(0)}` is not supported in {text!r}",
                 file=manifest,
                 key=key,
                 hint="only `$(nproc)` is expanded (to the CPU count); the harness never runs a "
@@ -83,7 +125,13 @@ def expand_config(
     manifest: Path | None = None,
     nproc: int | None = None,
 ) -> Any:
-    """Expand every string inside ``value`` (tables and arrays recursively); keys stay as written."""
+    """Expand every string inside ``value`` (tables and arrays recursively); keys stay as written.
+
+    A shell program (``package.build.config.script``) is returned as written:
+    bash expands its variables itself, from the build environment.
+    """
+    if len(key) == 4 and tuple(key[:3]) == ("package", "build", "config") and key[3] in SHELL_PROGRAM_KEYS:
+        return value
     if isinstance(value, str):
         return expand_text(value, env, key=format_key(list(key)) or "", manifest=manifest, nproc=nproc)
     if isinstance(value, Mapping):
@@ -125,7 +173,11 @@ def expand_env_table(
                 key=format_key([*key, name]),
                 hint='write it as `NAME = "value"`',
             )
-        out[str(name)] = expand_text(
+        value = expand_text(
             raw, base, key=format_key([*key, name]) or "", manifest=manifest, nproc=nproc
         )
+        problem = env_name_problem(str(name)) or env_value_problem(value)
+        if problem:
+            raise BuildError(problem, file=manifest, key=format_key([*key, name]), hint=ENV_HINT)
+        out[str(name)] = value
     return out

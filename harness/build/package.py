@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rattler_build import assemble_package
 
+from harness import faults
 from harness.build.base import BuildOutput
 from harness.solve import run_sync
 
@@ -104,6 +105,7 @@ def assemble(
             summary=f"{name} {version}, built by variant-harness",
         )
         archive = Path(out.path)
+    faults.point("package.assembled")
     for sub in ("noarch", platform):
         (channel_dir / sub).mkdir(parents=True, exist_ok=True)
     index_channel(channel_dir)

@@ -120,6 +120,8 @@ def selector_error(selector: str, known_names: set[str]) -> str | None:
     return f"'{selector}' is not a known platform"
 
 
+#: Deeper conditions are refused (a recursive parser would otherwise overflow the stack).
+MAX_CONDITION_DEPTH = 64
 _TOKEN = re.compile(r"\s*(\(|\)|==|!=|and\b|or\b|not\b|'[^']*'|\"[^\"]*\"|[A-Za-z_][A-Za-z0-9_\-]*)")
 
 
@@ -138,15 +140,17 @@ def evaluate_condition(text: str, subdir: str) -> bool:
             pos += 1
     names = family_of(subdir) | {subdir}
 
-    def atom(i: int) -> tuple[bool, int]:
+    def atom(i: int, depth: int) -> tuple[bool, int]:
         if i >= len(tokens):
             raise ValueError(f"the condition '{text}' ends too early")
+        if depth > MAX_CONDITION_DEPTH:
+            raise ValueError(f"the condition nests `not` and parentheses more than {MAX_CONDITION_DEPTH} deep")
         tok = tokens[i]
         if tok == "not":
-            value, j = atom(i + 1)
+            value, j = atom(i + 1, depth + 1)
             return (not value), j
         if tok == "(":
-            value, j = expr(i + 1)
+            value, j = expr(i + 1, depth + 1)
             if j >= len(tokens) or tokens[j] != ")":
                 raise ValueError(f"unbalanced parentheses in '{text}'")
             return value, j + 1
@@ -160,15 +164,15 @@ def evaluate_condition(text: str, subdir: str) -> bool:
             return tok in names, i + 1
         raise ValueError(f"'{tok}' is not a known platform or variable in '{text}'")
 
-    def expr(i: int) -> tuple[bool, int]:
-        value, i = atom(i)
+    def expr(i: int, depth: int) -> tuple[bool, int]:
+        value, i = atom(i, depth)
         while i < len(tokens) and tokens[i] in ("and", "or"):
             op = tokens[i]
-            rhs, i = atom(i + 1)
+            rhs, i = atom(i + 1, depth)
             value = (value and rhs) if op == "and" else (value or rhs)
         return value, i
 
-    value, end = expr(0)
+    value, end = expr(0, 0)
     if end != len(tokens):
         raise ValueError(f"unexpected '{tokens[end]}' in '{text}'")
     return value

@@ -7,12 +7,15 @@ pixi's own messages).
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import inputs
+from harness.build.expand import ENV_HINT, env_name_problem, env_value_problem
 from harness.errors import ManifestError
 from harness.frozen import FrozenDict, freeze
 from harness.manifest.model import (
@@ -33,8 +36,8 @@ from harness.manifest.platforms import (
     selector_error,
     selector_matches,
 )
-from harness.specs import Dep, parse_dep, valid_version
-from harness.tomlfile import TomlDocument, read_toml
+from harness.specs import Dep, package_name_problem, parse_dep, valid_version, version_problem
+from harness.tomlfile import TomlDocument, read_toml, resolve_path
 
 FEATURE_KEYS = (
     "platforms",
@@ -76,6 +79,7 @@ def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     if path.is_dir():
         for name in ("pixi.toml", "pyproject.toml"):
+            inputs.note(path / name)
             if (path / name).is_file():
                 path = path / name
                 break
@@ -83,7 +87,7 @@ def load_manifest(path: str | Path) -> Manifest:
             raise ManifestError(
                 "no pixi.toml or pyproject.toml here", file=path, hint="point at a pixi manifest"
             )
-    doc = read_toml(path.resolve())
+    doc = read_toml(resolve_path(path))
     return Reader(doc).read()
 
 
@@ -92,6 +96,7 @@ def find_parent_workspace(path: Path) -> dict[str, Any]:
     for parent in path.parent.parents:
         for name in ("pixi.toml", "pyproject.toml"):
             candidate = parent / name
+            inputs.note(candidate)
             if not candidate.is_file():
                 continue
             try:
@@ -99,10 +104,15 @@ def find_parent_workspace(path: Path) -> dict[str, Any]:
             except ManifestError:
                 continue
             if name == "pyproject.toml":
-                data = data.get("tool", {}).get("pixi", {})
+                tool = data.get("tool")
+                data = tool.get("pixi") if isinstance(tool, dict) else None
+                if not isinstance(data, dict):
+                    continue
             ws = data.get("workspace", data.get("project"))
             if isinstance(ws, dict):
-                return {**ws, "preview": [*ws.get("preview", []), PREVIEW_BUILD]}
+                preview = ws.get("preview", [])
+                preview = [p for p in preview if isinstance(p, str)] if isinstance(preview, list) else []
+                return {**ws, "preview": [*preview, PREVIEW_BUILD]}
     return {"channels": [], "platforms": [], "preview": [PREVIEW_BUILD]}
 
 
@@ -135,6 +145,8 @@ class Reader:
                 )
                 pixi = {"workspace": {"channels": [], "platforms": []}}
             self.prefix = ("tool", "pixi")
+            if not isinstance(pixi, dict):
+                raise self.err(f"expected a table, found {_kind(pixi)}", hint="[tool.pixi] holds the pixi manifest")
             data = pixi
         self.data: dict[str, Any] = data
 
@@ -169,6 +181,23 @@ class Reader:
             if not isinstance(item, str):
                 raise self.err(f"entry {i} must be a string, found {_kind(item)}", *key)
         return tuple(value)
+
+    def no_dates(self, value: Any, *key: str | int) -> Any:
+        """``value`` unchanged, if no TOML date or time hides in it.
+
+        Configuration is hashed (variant keys) and printed as JSON, and no
+        backend takes a date: one is a mistake, reported where it is written.
+        """
+        if isinstance(value, (datetime.date, datetime.time)):
+            raise self.err(f"expected a string, number, boolean, array or table, found a date/time ({value})",
+                           *key, hint="quote it if it is meant as text")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                self.no_dates(v, *key, k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self.no_dates(v, *key, i)
+        return value
 
     # -- the document ----------------------------------------------------------
 
@@ -215,7 +244,7 @@ class Reader:
                     (sel, self.read_variants(table["build-variants"], ws_key, "target", sel, "build-variants"))
                 )
         files = tuple(
-            (self.doc.path.parent / f).resolve()
+            resolve_path(self.doc.path.parent / f)
             for f in self.strings(ws.get("build-variants-files", []), ws_key, "build-variants-files")
         )
         for f, raw in zip(files, ws.get("build-variants-files", []), strict=True):
@@ -284,6 +313,10 @@ class Reader:
                 raise self.err(
                     f"channel entry {i} must be a string or {{ channel = ..., priority = ... }}", *key
                 )
+            written = out[-1].channel
+            if not written.strip() or any(ord(c) < 32 or ord(c) == 127 for c in written):
+                raise self.err(f"channel entry {i} ({written!r}) is empty or holds control characters", *key,
+                               hint='write a channel name ("conda-forge"), a URL or a path ("./channel")')
         return tuple(out)
 
     def read_platforms(self, value: Any, ws_key: str) -> tuple[PlatformDecl, ...]:
@@ -341,6 +374,9 @@ class Reader:
                 v = item[k]
                 if not isinstance(v, str):
                     raise self.err(f"platform entry {i}: `{k}` must be a string", *key)
+                if k != "archspec" and (problem := version_problem(v)):
+                    raise self.err(f"platform entry {i}: `{k}`: {problem}", *key,
+                                   hint=f'write a version such as {k} = "12"')
                 virtual["libc" if k in ("glibc", "libc") else "macos" if k == "osx" else k] = v
         return PlatformDecl(name, subdir, FrozenDict(virtual))
 
@@ -476,12 +512,15 @@ class Reader:
         for pname, pval in pypi.items():
             if not isinstance(pval, (str, dict)):
                 raise self.err("expected a version string or a table", *base, "pypi-dependencies", pname)
+            self.no_dates(pval, *base, "pypi-dependencies", pname)
         activation = self.table(table.get("activation"), *base, "activation")
         env = self.table(activation.get("env"), *base, "activation", "env")
         for k, v in env.items():
             if not isinstance(v, str):
                 raise self.err(f"activation variables must be strings, found {_kind(v)}", *base, "activation", "env", k,
                                hint=f'write {k} = "..."')
+            if problem := env_name_problem(k) or env_value_problem(v):
+                raise self.err(problem, *base, "activation", "env", k, hint=ENV_HINT)
         scripts = self.strings(activation.get("scripts", []), *base, "activation", "scripts")
         tasks = self.table(table.get("tasks"), *base, "tasks")
         return TargetTable(
@@ -516,8 +555,10 @@ class Reader:
             if k in ("libc", "glibc") and isinstance(v, dict):
                 family = v.get("family", "glibc")
                 ver = v.get("version")
-                if not isinstance(ver, (str, int, float)):
+                if not isinstance(ver, (str, int, float)) or isinstance(ver, bool):
                     raise self.err("libc needs a `version`", *key, k)
+                if not isinstance(family, str):
+                    raise self.err(f"expected the libc `family` as a string, found {_kind(family)}", *key, k)
                 if family != "glibc":
                     out["libc_family"] = str(family)
                 v = ver
@@ -525,6 +566,8 @@ class Reader:
                 v = str(v)
             if not isinstance(v, str):
                 raise self.err(f"expected a version string, found {_kind(v)}", *key, k)
+            if k != "archspec" and (problem := version_problem(v)):
+                raise self.err(problem, *key, k, hint=f'write a version such as {k} = "12"')
             out["libc" if k == "glibc" else "macos" if k == "osx" else k] = v
         return FrozenDict(out)
 
@@ -628,11 +671,11 @@ class Reader:
             else:
                 inherits = self.string(inherits, *key, "inherits")
             backends = {
-                b: freeze(self.table(t, *key, "backends", b))
+                b: freeze(self.no_dates(self.table(t, *key, "backends", b), *key, "backends", b))
                 for b, t in self.table(table.get("backends"), *key, "backends").items()
             }
             packages = {
-                p: freeze(self.table(t, *key, "packages", p))
+                p: freeze(self.no_dates(self.table(t, *key, "packages", p), *key, "packages", p))
                 for p, t in self.table(table.get("packages"), *key, "packages").items()
             }
             out[name] = Profile(name, inherits, FrozenDict(backends), FrozenDict(packages))
@@ -665,6 +708,8 @@ class Reader:
             )
         name = self.inherit(table, "name", ws_name)
         version = self.inherit(table, "version", ws_version)
+        if name is not None and (problem := package_name_problem(name)):
+            raise self.err(problem, "package", "name", hint="the package name names its build directories too")
         for field_name in ("description", "license", "homepage", "repository", "documentation", "authors"):
             if field_name in table:
                 self.inherit(table, field_name, self.ws.get(field_name))
@@ -689,13 +734,15 @@ class Reader:
             raise self.err("both `config` and `configuration` are set", "package", "build",
                            hint="`configuration` is the old spelling of `config`; keep one")
         config_key = "config" if "config" in build else "configuration"
-        config = self.table(build.get(config_key), "package", "build", config_key)
+        config = self.no_dates(self.table(build.get(config_key), "package", "build", config_key),
+                               "package", "build", config_key)
         target_config = []
         for sel, ttable in self.table(build.get("target"), "package", "build", "target").items():
             self.check_selector(sel, ("package", "build", "target", sel))
             ttable = self.table(ttable, "package", "build", "target", sel)
             tkey = "config" if "config" in ttable else "configuration"
-            target_config.append((sel, freeze(self.table(ttable.get(tkey), "package", "build", "target", sel, tkey))))
+            tconfig = self.table(ttable.get(tkey), "package", "build", "target", sel, tkey)
+            target_config.append((sel, freeze(self.no_dates(tconfig, "package", "build", "target", sel, tkey))))
         source = build.get("source")
         source_path = None
         if source is not None:

@@ -52,6 +52,9 @@ class VariantSpace:
 
 def read_variant_file(path: Path, platform: str) -> tuple[dict[str, tuple[str, ...]], list[list[str]]]:
     """One YAML variant file through rattler-build (``conda_build_config.yaml`` style too)."""
+    from harness import inputs
+
+    inputs.note(path)
     try:
         from rattler_build import JinjaConfig, PlatformConfig, VariantConfig
 

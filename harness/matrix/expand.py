@@ -7,15 +7,18 @@ count once) - excluded combinations + included new ones, times profiles.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from harness.build.expand import ENV_HINT, env_name_problem, env_value_problem
 from harness.compile import Compiled, Overrides, compile_cell
 from harness.errors import MatrixError
-from harness.frozen import FrozenDict
+from harness.frozen import FrozenDict, thaw
 from harness.manifest.read import load_manifest
 from harness.matrix.model import Matrix
-from harness.specs import Dep, parse_dep
+from harness.matrix.read import MAX_CELLS, substitute
+from harness.specs import Dep, parse_dep, version_problem
+from harness.tomlfile import locate
 
 
 def combinations(matrix: Matrix) -> list[dict[str, str]]:
@@ -34,8 +37,11 @@ def combinations(matrix: Matrix) -> list[dict[str, str]]:
     total = 1
     for unit in units:
         total *= len(unit)
-    if total * len(matrix.profiles) > 100_000:
-        raise MatrixError(f"the matrix expands to {total * len(matrix.profiles)} cells (limit 100000)",
+    # Counted before anything is built, includes as if each one were new, so a
+    # huge product is refused at once instead of filling memory.
+    most = (total + len(matrix.include)) * len(matrix.profiles)
+    if most > MAX_CELLS:
+        raise MatrixError(f"the matrix expands to up to {most} cells (limit {MAX_CELLS})",
                           file=matrix.path, key=["axes"], hint="use exclude, zip or fewer values")
     for parts in itertools.product(*units) if units else [()]:
         combo: dict[str, str] = {}
@@ -44,12 +50,32 @@ def combinations(matrix: Matrix) -> list[dict[str, str]]:
         combos.append(combo)
     order = [a.name for a in matrix.axes]
     combos = [{k: c[k] for k in order} for c in combos]
-    kept = [c for c in combos if not any(_matches(c, ex) for ex in matrix.exclude if "profile" not in ex)]
+    excluded = Excludes(ex for ex in matrix.exclude if "profile" not in ex)
+    kept = [c for c in combos if not excluded.match(c)]
+    seen = {tuple(c.values()) for c in kept}
     for inc in matrix.include:
         combo = {k: inc[k] for k in order if k in inc}
-        if combo not in kept:
+        if tuple(combo.values()) not in seen:
+            seen.add(tuple(combo.values()))
             kept.append(combo)
     return kept
+
+
+class Excludes:
+    """``exclude`` entries indexed by the axes they name: one set lookup per group, not a scan.
+
+    A matrix may list thousands of entries; matching each combination against
+    each entry would make ``harness list`` quadratic.
+    """
+
+    def __init__(self, patterns: Iterable[Mapping[str, str]]) -> None:
+        self.groups: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+        for pattern in patterns:
+            keys = tuple(sorted(k for k in pattern if k != "profile"))
+            self.groups.setdefault(keys, set()).add(tuple(pattern[k] for k in keys))
+
+    def match(self, combo: Mapping[str, str]) -> bool:
+        return any(tuple(combo.get(k) for k in keys) in values for keys, values in self.groups.items())
 
 
 def _matches(combo: dict[str, str], pattern: FrozenDict[str, str]) -> bool:
@@ -91,15 +117,21 @@ def overrides_for(matrix: Matrix, combo: dict[str, str], profile: str, first: bo
             for name, spec in (mapping.get(kind) or {}).items():
                 dep = parse_dep(name, spec)
                 if isinstance(dep, str):
-                    raise MatrixError(dep, file=matrix.path, key=["axes", axis.name, kind, name])
+                    raise _error(matrix, f"{where}: {dep}", ["axes", axis.name, kind, name])
                 deps[kind].append(dep)
                 provenance[f"{kind}.{name}"] = where
         for name, v in (mapping.get("system-requirements") or {}).items():
+            if name != "archspec" and (problem := version_problem(str(v))):
+                raise _error(matrix, f"{where}: {problem}", ["axes", axis.name, "system-requirements", name],
+                             hint=f'write a version such as {name} = "{{value}}" with values like "12"')
             sysreq[name] = str(v)
             provenance[f"system-requirements.{name}"] = where
         for name, v in (mapping.get("variant") or {}).items():
             variant[name] = str(v)
-        env.update({k: str(v) for k, v in (mapping.get("env") or {}).items()})
+        for name, v in (mapping.get("env") or {}).items():
+            if problem := env_name_problem(name) or env_value_problem(str(v)):
+                raise _error(matrix, f"{where}: {problem}", ["axes", axis.name, "env", name], hint=ENV_HINT)
+            env[name] = str(v)
         features += list(mapping.get("features") or ())
         tags += list(mapping.get("tags") or ())
         if mapping.get("gpu"):
@@ -134,9 +166,19 @@ def overrides_for(matrix: Matrix, combo: dict[str, str], profile: str, first: bo
     )
 
 
+def _error(matrix: Matrix, message: str, key: list[str | int], *, hint: str | None = None) -> MatrixError:
+    """An error at ``key`` of the matrix file, with the line it is written on."""
+    return MatrixError(message, file=matrix.path, key=key,
+                       line=locate(matrix.text, tuple(str(k) for k in key)), hint=hint)
+
+
 def _template_for_new(matrix: Matrix, axis: str, raw: str) -> dict[str, Any]:
     """An ``include`` may bring a value the axis does not list: map it like the
-    axis's first value, with the value substituted."""
+    axis's first value, with the value substituted for ``{value}``."""
+    template = matrix.axis_templates.get(axis)
+    if template is not None:
+        return substitute(thaw(template), raw)
+    # A Matrix built without its templates: swap the first value's text for the new one.
     first = matrix.axis(axis).values[0]
 
     def swap(v: Any) -> Any:
@@ -152,9 +194,13 @@ def _template_for_new(matrix: Matrix, axis: str, raw: str) -> dict[str, Any]:
 
 
 def iter_overrides(matrix: Matrix) -> Iterator[Overrides]:
+    per_profile = {
+        profile: Excludes(ex for ex in matrix.exclude if ex.get("profile") == profile)
+        for profile in matrix.profiles
+    }
     for combo in combinations(matrix):
         for i, profile in enumerate(matrix.profiles):
-            if any(ex.get("profile") == profile and _matches(combo, ex) for ex in matrix.exclude):
+            if per_profile[profile].match(combo):
                 continue
             yield overrides_for(matrix, combo, profile, i == 0)
 
@@ -173,16 +219,19 @@ def compile_matrix(matrix: Matrix) -> Compiled:
             raise MatrixError(f"unknown profile '{profile}'", file=matrix.path, key=["profiles"],
                               hint="known profiles: " + ", ".join(manifest.profiles))
     env = manifest.environments[matrix.environment]
-    seen: dict[str, dict[str, str]] = {}
+    seen: dict[str, tuple[str, dict[str, str]]] = {}
     overrides = list(iter_overrides(matrix))
     for ov in overrides:
         assert ov.id is not None
-        if ov.id in seen:
+        folded = ov.id.casefold()  # one directory on case-insensitive file systems
+        if folded in seen:
+            other_id, other = seen[folded]
+            ids = f"the id '{ov.id}'" if other_id == ov.id else f"the ids '{other_id}' and '{ov.id}' (equal but for case)"
             raise MatrixError(
-                f"two cells get the id '{ov.id}': {dict(seen[ov.id])} and {dict(ov.axes)}",
-                file=matrix.path, key=["name"],
+                f"two cells get {ids}: {other} and {dict(ov.axes)}",
+                file=matrix.path, key=["name"], line=locate(matrix.text, ("name",)),
                 hint="put every axis that varies into the name template, or give values distinct labels",
             )
-        seen[ov.id] = {**ov.axes, "profile": ov.profile or ""}
+        seen[folded] = (ov.id, {**ov.axes, "profile": ov.profile or ""})
     cells = [compile_cell(manifest, env, ov) for ov in overrides]
     return Compiled(tuple(cells), manifest.warnings, matrix.path)

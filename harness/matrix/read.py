@@ -22,10 +22,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness import inputs
+from harness.build.expand import ENV_HINT, env_name_problem
 from harness.errors import MatrixError
 from harness.frozen import FrozenDict, freeze
 from harness.matrix.model import GPU_POLICIES, MAPPING_KEYS, Axis, AxisValue, Matrix
-from harness.tomlfile import TomlDocument, read_toml
+from harness.tomlfile import TomlDocument, read_toml, resolve_path
 
 TOP_KEYS = (
     "manifest", "environment", "name", "axes", "zip", "exclude", "include", "profiles",
@@ -36,7 +38,7 @@ MAX_CELLS = 100_000
 
 
 def load_matrix(path: str | Path) -> Matrix:
-    doc = read_toml(Path(path).resolve(), cls=MatrixError)
+    doc = read_toml(resolve_path(Path(path)), cls=MatrixError)
     return MatrixReader(doc).read()
 
 
@@ -48,6 +50,7 @@ def default_label(value: str) -> str:
 class MatrixReader:
     def __init__(self, doc: TomlDocument) -> None:
         self.doc = doc
+        self.axis_templates: dict[str, FrozenDict[str, Any]] = {}
 
     def err(self, message: str, *key: str | int, hint: str | None = None) -> MatrixError:
         return self.doc.error(message, key, hint=hint, cls=MatrixError)  # type: ignore[return-value]
@@ -76,9 +79,11 @@ class MatrixReader:
         manifest_rel = self.string(data, "manifest")
         if manifest_rel is None:
             raise self.err("missing `manifest`", hint='add manifest = "../pixi.toml" (relative to this file)')
-        manifest = (self.doc.path.parent / manifest_rel).resolve()
+        manifest = resolve_path(self.doc.path.parent / manifest_rel)
+        inputs.note(manifest)
         if manifest.is_dir():
             for name in ("pixi.toml", "pyproject.toml"):
+                inputs.note(manifest / name)
                 if (manifest / name).is_file():
                     manifest = manifest / name
                     break
@@ -121,6 +126,7 @@ class MatrixReader:
             platform=self.string(data, "platform"),
             runners=FrozenDict(runner_map),
             description=self.string(data, "description"),
+            axis_templates=FrozenDict(self.axis_templates),
         )
 
     def check_template(self, name: str, axes: list[str]) -> None:
@@ -159,6 +165,11 @@ class MatrixReader:
                     raise self.err(f"value '{values[-1].value}' appears twice", "axes", name, "values")
                 seen.add(values[-1].value)
             axes.append(Axis(name, tuple(values)))
+            # An ``include`` may bring a value the axis does not list: it is mapped
+            # like the first value, from the mapping as written (``{value}`` unfilled).
+            first = raw_values[0]
+            first_own = {k: v for k, v in first.items() if k in MAPPING_KEYS} if isinstance(first, dict) else {}
+            self.axis_templates[name] = freeze({**template, **first_own})
         return tuple(axes)
 
     def axis_value(self, axis: str, raw: Any, template: dict[str, Any], label_tpl: str, i: int) -> AxisValue:
@@ -190,6 +201,10 @@ class MatrixReader:
             if k in ("dependencies", "host-dependencies", "build-dependencies", "system-requirements", "variant", "env"):
                 if not isinstance(v, dict) or not all(isinstance(x, (str, int, float)) for x in v.values()):
                     raise self.err("expected a table of strings", *key, k)
+                if k == "env":
+                    for name in v:
+                        if problem := env_name_problem(name):
+                            raise self.err(problem, *key, k, name, hint=ENV_HINT)
             elif k in ("features", "tags"):
                 self.string_list(v, *key, k)
             elif k == "gpu":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+
+import pytest
 
 from harness.build.driver import ARTIFACT_META, INCOMPLETE, _start_build_dir, read_artifact
 
@@ -29,9 +32,11 @@ def test_an_artifact_is_trusted_only_with_its_metadata_and_archive(tmp_path: Pat
     (art / "linux-64").mkdir(parents=True)
     assert read_artifact(art) is None  # renamed in but no metadata: never happens, never trusted
     meta = {"package": "pkg", "version": "1", "build": "h0_0", "key": "key", "fingerprint": "src",
-            "subdir": "linux-64", "archive": "pkg-1-h0_0.conda", "imports": ["pkg"]}
+            "subdir": "linux-64", "archive": "pkg-1-h0_0.conda", "imports": ["pkg"],
+            "archive_sha256": hashlib.sha256(b"x").hexdigest(), "archive_size": 1}
     (art / ARTIFACT_META).write_text(json.dumps(meta))
-    assert read_artifact(art) is None  # the archive is missing
+    with pytest.warns(UserWarning, match="archive pkg-1-h0_0.conda is missing"):
+        assert read_artifact(art) is None  # the archive is missing: not trusted, and said so
     (art / "linux-64" / "pkg-1-h0_0.conda").write_bytes(b"x")
     found = read_artifact(art)
     assert found is not None and found.spec == "pkg ==1 h0_0" and found.imports == ("pkg",)

@@ -1,0 +1,112 @@
+"""Disk used by 8 cells of the demo against one cell (hard links counted once, real blocks).
+
+Run: python benchmarks/disk.py
+
+Builds and tests the demo's first cell, then seven more (Python 3.12 and 3.13
+x CUDA 12 and 13 x dev and release), in a fresh cache root and a fresh conda
+package cache, and counts the real blocks (st_blocks x 512) of every inode
+under both, each inode once however many prefixes hard-link it.  Target:
+8 cells <= 1.2 x one cell.  The same figure without the offline channel and
+the package cache (what the cells add on top of what they share) is printed
+too, and where the per-cell blocks go.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX = ROOT / "matrices" / "demo.toml"
+FIRST = "py312-cu13"
+MORE = [
+    "py312-cu12", "py313-cu12", "py313-cu13",
+    "py312-cu12-release", "py312-cu13-release", "py313-cu12-release", "py313-cu13-release",
+]
+
+
+def blocks(paths: list[Path], seen: set[tuple[int, int]] | None = None) -> int:
+    """Real bytes of every inode under ``paths``, each inode once."""
+    seen = set() if seen is None else seen
+    total = 0
+    for top in paths:
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in [*dirnames, *filenames, ""]:
+                path = os.path.join(dirpath, name) if name else dirpath
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+                total += st.st_blocks * 512
+    return total
+
+
+def where(root: Path) -> Counter[str]:
+    """Blocks per kind of thing under the cache root (prefix files vs. conda-meta vs. directories...)."""
+    out: Counter[str] = Counter()
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root).parts
+        top = rel[0] if rel else "."
+        st = os.lstat(dirpath)
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out[f"{top}: directories"] += st.st_blocks * 512
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            kind = "conda-meta" if "conda-meta" in rel else ("linked files" if st.st_nlink > 1 else "own files")
+            out[f"{top}: {kind}"] += st.st_blocks * 512
+    return out
+
+
+def run(cells: list[str], env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "test", "--from", str(MATRIX), *cells, "-q"],
+        cwd=ROOT, env=env, capture_output=True, check=False,
+    )
+    if proc.returncode != 0:
+        sys.exit(f"harness test {cells} failed:\n{proc.stdout.decode()[-3000:]}{proc.stderr.decode()[-3000:]}")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        pkgs = Path(tmp) / "pkgs"
+        env = {**os.environ, "HARNESS_CACHE_DIR": str(cache), "HARNESS_PKGS_DIR": str(pkgs)}
+        run([FIRST], env)
+        shared = [cache / "channels", pkgs]
+        cells_only = [p for p in cache.iterdir() if p.name != "channels"]
+        one_all, one_cells = blocks([cache, pkgs]), blocks(cells_only)
+        one_cells_over_shared = blocks([cache, pkgs]) - blocks(shared)
+        run(MORE, env)
+        cells_only = [p for p in cache.iterdir() if p.name != "channels"]
+        eight_all, eight_cells = blocks([cache, pkgs]), blocks(cells_only)
+        eight_cells_over_shared = blocks([cache, pkgs]) - blocks(shared)
+        breakdown = where(cache)
+    mb = 1 / 1e6
+    print(f"demo cells: 1 = {FIRST}; 8 = it and {', '.join(MORE)}")
+    print(f"  everything (cache root + package cache): 1 cell {one_all * mb:6.1f} MB, "
+          f"8 cells {eight_all * mb:6.1f} MB, ratio {eight_all / one_all:.2f} (target <= 1.2)")
+    print(f"  cells alone (hard links to the package cache counted there): 1 cell "
+          f"{one_cells_over_shared * mb:5.2f} MB, 8 cells {eight_cells_over_shared * mb:5.2f} MB "
+          f"({eight_cells_over_shared / 8 * mb:.2f} MB per cell)")
+    print(f"  cells counted alone (their files as if not shared): 1 cell {one_cells * mb:5.1f} MB, "
+          f"8 cells {eight_cells * mb:5.1f} MB")
+    print("  where the 8 cells' blocks go:")
+    for label, size in breakdown.most_common(12):
+        print(f"    {label:<36} {size * mb:6.2f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Warm re-run overhead: `harness test CELL` on an unchanged cell vs. its test command run directly.
+
+Run: python benchmarks/warm_rerun.py [--cell py312-cu13] [--runs 15]
+
+Both sides run in a fresh process per repetition, in the same prefix, with the
+same environment (rebuilt from the cell's warm-start record exactly as the
+harness rebuilds it) and the same working directory; their output goes to a
+pipe that is read and dropped.  Repetitions alternate, and medians are
+compared.  Targets: ratio <= 1.1, overhead <= 150 ms.
+
+It then shows where a warm run's time goes (in this process, so imports are
+measured in a fresh interpreter): interpreter start-up and imports, checking
+the record (stat of every input), rebuilding the activated environment,
+writing the report and the summary; and, for comparison, what the full path
+would spend on the same unchanged cell (compile, prepare with every stage
+cached: locks, prefixes, source fingerprint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX = ROOT / "matrices" / "demo.toml"
+
+
+def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=ROOT, env=env, capture_output=True, check=False
+    )
+
+
+def warm_up(cell: str) -> dict:
+    """Run the cell until its warm-start record is trusted (inputs older than the racy window)."""
+    from harness.warm import _parse, check_record, index_dir, invocation_of
+
+    argv = ["test", "--from", str(MATRIX), cell, "-q"]
+    for _ in range(4):
+        done = harness(*argv)
+        if done.returncode != 0:
+            sys.exit(f"harness test {cell} failed:\n{done.stdout.decode()}\n{done.stderr.decode()}")
+        args, _extra = _parse(argv)
+        index = json.loads((index_dir() / f"{invocation_of(args).key()}.json").read_text())
+        record = json.loads(Path(index["records"][0]).read_text())
+        if check_record(record) is None:
+            return record
+        time.sleep(2.1)  # let the racy window pass, then record again
+    sys.exit(f"the warm-start record of {cell} never became valid: {check_record(record)}")
+
+
+def timed(argv: list[str], *, env: dict[str, str] | None, cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{argv} failed:\n{proc.stdout.decode()[-2000:]}")
+    return elapsed
+
+
+def breakdown(record: dict, cell: str) -> list[tuple[str, float]]:
+    """Seconds per part of a warm run, and of the full path on the same cell."""
+    from harness.run import test_env
+    from harness.warm import _read_json, check_record, index_dir, plan_of
+
+    rows: list[tuple[str, float]] = []
+    py = [sys.executable, "-c"]
+    base = min(timed([*py, "pass"], env=None, cwd=ROOT) for _ in range(5))
+    rows.append(("interpreter start-up", base))
+    warm_imports = "import harness.cli, harness.warm, harness.execute, harness.summary, harness.activation"
+    rows.append(("warm path imports", min(timed([*py, warm_imports], env=None, cwd=ROOT) for _ in range(5)) - base))
+    start = time.perf_counter()
+    for _ in range(20):
+        for path in index_dir().glob("*.json"):
+            _read_json(path)
+        assert check_record(record) is None
+    rows.append(("check the record (stat every input)", (time.perf_counter() - start) / 20))
+    start = time.perf_counter()
+    for _ in range(20):
+        plan = plan_of(record)
+        assert plan is not None
+        test_env(plan.env, plan.junit, plan.pycache)
+    rows.append(("rebuild the activated environment", (time.perf_counter() - start) / 20))
+    full_imports = "import harness.cli, harness.commands, harness.pipeline, harness.doctor, harness.premerge, harness.ci"
+    rows.append(("full path: imports", min(timed([*py, full_imports], env=None, cwd=ROOT) for _ in range(3)) - base))
+    from harness.cache import Cache
+    from harness.loader import find_cells
+    from harness.pipeline import register_offline
+    from harness.report import RunReport
+    from harness.stages import prepare
+
+    start = time.perf_counter()
+    (c,) = find_cells([cell], [MATRIX])
+    rows.append(("full path: compile the matrix", time.perf_counter() - start))
+    cache = Cache.for_manifest(c.manifest)
+    start = time.perf_counter()
+    register_offline(cache)
+    rows.append(("full path: confirm the offline channel", time.perf_counter() - start))
+    start = time.perf_counter()
+    prepare(c, cache=cache, report=RunReport())
+    rows.append(("full path: prepare, every stage cached", time.perf_counter() - start))
+    from harness.build.source import source_fingerprint
+
+    start = time.perf_counter()
+    source_fingerprint(c.package.source_dir, exclude=(cache.root,))
+    rows.append(("  of which: source fingerprint", time.perf_counter() - start))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cell", default="py312-cu13")
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+
+    record = warm_up(args.cell)
+    from harness.run import test_argv, test_env
+    from harness.warm import plan_of
+
+    plan = plan_of(record)
+    assert plan is not None
+    direct_env = {**test_env(plan.env, plan.junit, plan.pycache), **record["extra_env"]}
+    direct_argv = test_argv(plan.command, [])
+    harness_argv = [sys.executable, "-m", "harness", "test", "--from", str(MATRIX), args.cell, "-q"]
+
+    direct: list[float] = []
+    through: list[float] = []
+    for _ in range(args.runs):
+        direct.append(timed(direct_argv, env=direct_env, cwd=plan.cwd))
+        through.append(timed(harness_argv, env=None, cwd=ROOT))
+    d, h = statistics.median(direct), statistics.median(through)
+    print(f"cell {args.cell}: `{plan.command}` in {plan.cwd}, {args.runs} alternating runs, medians")
+    print(f"  direct (same prefix, same environment): {d * 1000:7.1f} ms")
+    print(f"  harness test (warm start):               {h * 1000:7.1f} ms")
+    print(f"  ratio {h / d:.3f} (target <= 1.1)   overhead {(h - d) * 1000:+.1f} ms (target <= 150 ms)")
+    print("where a warm run's time goes (and what the full path would spend):")
+    for label, seconds in breakdown(record, args.cell):
+        print(f"  {label:<42} {seconds * 1000:7.1f} ms")
+    os._exit(0)  # rattler's threads (loaded by the breakdown) can trip interpreter shutdown
+
+
+if __name__ == "__main__":
+    main()
