@@ -53,7 +53,7 @@ def where(root: Path) -> Counter[str]:
     """Blocks per kind of thing under the cache root (prefix files vs. conda-meta vs. directories...)."""
     out: Counter[str] = Counter()
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         rel = Path(dirpath).relative_to(root).parts
         top = rel[0] if rel else "."
         st = os.lstat(dirpath)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from warm_rerun import timed
+from warm_rerun import compile_harness, timed
 
 TESTS = "\n".join(f"def test_add_{i}():\n    assert add({i}, 1) == {i + 1}\n" for i in range(40))
 
@@ -137,6 +137,7 @@ def main() -> None:
     args = parser.parse_args()
 
     interpreter = find_interpreter(args.python)
+    compile_harness()
     bindir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "purepkg"

@@ -15,76 +15,19 @@ the generated script would only set ``PATH``, ``CONDA_PREFIX`` and
 from __future__ import annotations
 
 import os
-import re
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from harness.cache import atomic_write_json, read_json
 from harness.errors import RunError
 from harness.frozen import digest
+from harness.launch import clean_base_env, expand
+
+__all__ = ["clean_base_env", "expand"]  # re-exported: they were defined here
 
 CACHE_NAME = "harness-activation"
-_DROP_EXACT = {
-    "CONDA_PREFIX",
-    "CONDA_SHLVL",
-    "CONDA_DEFAULT_ENV",
-    "CONDA_PROMPT_MODIFIER",
-    "CONDA_EXE",
-    "CONDA_PYTHON_EXE",
-    "_CE_CONDA",
-    "_CE_M",
-    "VIRTUAL_ENV",
-    "VIRTUAL_ENV_PROMPT",
-    "PYTHONHOME",
-    "PYTHONPATH",
-    "__PYVENV_LAUNCHER__",
-}
-_DROP_PREFIXES = ("CONDA_PREFIX_", "PIXI_")
 _BASH_NOISE = {"_", "SHLVL", "PWD", "OLDPWD"}
-_VAR = re.compile(
-    r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)|%([A-Za-z_][A-Za-z0-9_]*)%"
-)
-
-
-def clean_base_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``environ`` without any activated conda/pixi/virtual environment, PATH included."""
-    environ = dict(os.environ if environ is None else environ)
-    foreign = [environ.get("CONDA_PREFIX"), environ.get("VIRTUAL_ENV")]
-    foreign += [v for k, v in environ.items() if k.startswith("CONDA_PREFIX_")]
-    if sys.prefix != sys.base_prefix:  # the harness's own virtualenv
-        foreign.append(sys.prefix)
-    bins = {os.path.normpath(os.path.join(p, "bin")) for p in foreign if p}
-    path = [
-        p
-        for p in environ.get("PATH", "").split(os.pathsep)
-        if p and os.path.normpath(p) not in bins
-    ]
-    env = {
-        k: v
-        for k, v in environ.items()
-        if k not in _DROP_EXACT and not k.startswith(_DROP_PREFIXES)
-    }
-    env["PATH"] = os.pathsep.join(path) or os.defpath
-    return env
-
-
-def expand(value: str, env: Mapping[str, str]) -> str:
-    """Expand ``$VAR``, ``${VAR}`` and ``%VAR%`` from ``env`` without a shell.
-
-    Unknown ``$VAR`` expand to nothing, as in a shell; an unknown ``%VAR%`` is
-    left as written, as ``cmd`` does (so ``50%`` stays ``50%``).
-    """
-
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name:
-            return env.get(name, "")
-        name = match.group(3)
-        return env.get(name, match.group(0))
-
-    return _VAR.sub(sub, value)
 
 
 def needs_scripts(prefix: Path) -> bool:

@@ -6,14 +6,17 @@ user can type ends in a traceback.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def _print_warnings(warnings: Sequence[str]) -> None:
@@ -126,6 +129,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Compile pixi manifests and matrix files into cells; solve, build and test each one.",

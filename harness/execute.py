@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.launch import Launched
 from harness.report import RunReport
 from harness.run import TestOutcome, run_tests
 
@@ -50,11 +51,13 @@ def execute(
     extra_args: Sequence[str] = (),
     echo: bool = True,
     extra_env: Mapping[str, str] | None = None,
+    launched: Launched | None = None,
 ) -> TestOutcome:
     """Run the import check (release builds) and the test command; record the ``test`` stage.
 
     ``extra_env`` is laid over both environments: what this runner adds (the
-    GPU variables) is decided per run, not stored with the prefix.
+    GPU variables) is decided per run, not stored with the prefix.  ``launched``
+    is the first of the two commands, already started (the warm start does so).
     """
     extra = dict(extra_env or {})
     with report.stage(plan.cell, "test") as stage:
@@ -63,8 +66,9 @@ def execute(
             outcome = run_tests(
                 plan.cell, check.command, env={**check.env, **extra}, cwd=plan.cwd,
                 junit_path=plan.junit, log_path=plan.logs / "import-check.log", echo=echo,
-                pycache=plan.pycache,
+                pycache=plan.pycache, launched=launched,
             )
+            launched = None
             if not outcome.ok:
                 reason = (
                     f"the release package {check.package} does not import in a prefix that holds "
@@ -77,6 +81,7 @@ def execute(
         outcome = run_tests(
             plan.cell, plan.command, env={**plan.env, **extra}, cwd=plan.cwd, extra_args=extra_args,
             junit_path=plan.junit, log_path=plan.logs / "test.log", echo=echo, pycache=plan.pycache,
+            launched=launched,
         )
         counts = (
             f"{outcome.passed} passed, {outcome.failed + outcome.errors} failed, "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import codecs
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -30,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from harness.errors import RunError
+from harness.launch import Launched, launch, needs_shell, test_argv, test_env
+
+__all__ = ["needs_shell", "test_argv", "test_env"]  # re-exported: they were defined here
 
 PASSED = "passed"
 FAILED = "failed"
@@ -114,62 +115,6 @@ class TestOutcome:
 
 # --- the command line ---------------------------------------------------------------------
 
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-_UNQUOTED_SPECIAL = set("|&;<>()$`*?[{~#\n")
-
-
-def needs_shell(command: str) -> bool:
-    """Whether ``command`` uses shell syntax that a plain ``shlex.split`` would get wrong.
-
-    Operators, redirections, expansions (``$VAR``, backquotes, globs, ``~``),
-    comments and leading ``VAR=value`` assignments all need a shell.  Quoted
-    text is literal for a shell too, so only unquoted characters count (and
-    ``$``/backquote inside double quotes).  A false positive is harmless: the
-    shell runs the same words.
-    """
-    quote = ""
-    escaped = False
-    for char in command:
-        if escaped:
-            escaped = False
-        elif char == "\\" and quote != "'":
-            escaped = True
-        elif quote == "'":
-            quote = "" if char == "'" else quote
-        elif quote == '"':
-            if char == '"':
-                quote = ""
-            elif char in "$`":
-                return True
-        elif char in "'\"":
-            quote = char
-        elif char in _UNQUOTED_SPECIAL:
-            return True
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return True  # unbalanced quotes: let the shell report it in its own words
-    return bool(words) and _ASSIGNMENT.match(words[0]) is not None
-
-
-def test_argv(command: str, extra_args: Sequence[str]) -> list[str]:
-    """The argv that runs ``command`` with ``extra_args`` appended.
-
-    A plain command is split like a shell would split it and run directly. A
-    command with shell syntax runs under ``bash -c``; the extra arguments are
-    passed as positional parameters and expanded with ``"$@"`` at the *end* of
-    the command, so ``pytest -x && echo ok`` plus ``-k fast`` runs
-    ``pytest -x && echo ok -k fast``: write the test tool last in such a
-    command.
-    """
-    if not command.strip():
-        raise ValueError("empty test command")
-    if needs_shell(command):
-        return ["bash", "-c", command + ' "$@"', "bash", *extra_args]
-    return [*shlex.split(command), *extra_args]
-
-
-test_argv.__test__ = False  # type: ignore[attr-defined]
 
 
 # --- JUnit ---------------------------------------------------------------------------------
@@ -301,29 +246,6 @@ def write_synthetic_junit(
 # --- running -------------------------------------------------------------------------------
 
 
-def test_env(env: Mapping[str, str], junit_path: Path, pycache: Path | None = None) -> dict[str, str]:
-    """``env`` plus what makes any pytest inside write JUnit and leave the source tree alone.
-
-    With ``pycache``, bytecode (the prefix's packages', the tests' and
-    pytest's rewritten asserts) is written under that directory instead of
-    beside the sources (``PYTHONPYCACHEPREFIX``): conda installs noarch
-    packages without bytecode, and recompiling pytest at every run costs
-    more than everything else a warm run does.  Without it, no bytecode is
-    written at all.
-    """
-    out = dict(env)
-    if pycache is not None:
-        out.pop("PYTHONDONTWRITEBYTECODE", None)
-        out["PYTHONPYCACHEPREFIX"] = str(pycache)
-    else:
-        out["PYTHONDONTWRITEBYTECODE"] = "1"
-    ours = f"--junitxml={shlex.quote(str(junit_path))} -p no:cacheprovider"
-    existing = out.get("PYTEST_ADDOPTS", "").strip()
-    out["PYTEST_ADDOPTS"] = f"{existing} {ours}" if existing else ours
-    return out
-
-
-test_env.__test__ = False  # type: ignore[attr-defined]
 
 
 def run_tests(
@@ -337,52 +259,24 @@ def run_tests(
     log_path: Path | None = None,
     echo: bool = True,
     pycache: Path | None = None,
+    launched: Launched | None = None,
 ) -> TestOutcome:
     """Run a cell's test command in ``cwd`` with ``env`` and report what happened.
+
+    ``launched`` is the same command already started by :func:`harness.launch.launch`
+    (the warm start starts it before importing this module).
 
     The child's combined stdout and stderr are streamed as they come to this
     process's stdout (when ``echo``) and to ``log_path``.  ``junit_path`` is
     removed first so that a JUnit file left by an earlier run is never read
     as this run's.  Ctrl-C terminates the child and propagates.
     """
-    if not command.strip():
-        raise RunError(
-            f"cell {cell_id} has an empty test command",
-            hint="set the test command in the manifest or matrix file",
+    if launched is None:
+        launched = launch(
+            cell_id, command, env=env, cwd=cwd, extra_args=extra_args, junit_path=junit_path,
+            log_path=log_path, pycache=pycache,
         )
-    argv = test_argv(command, extra_args)
-    junit_path.parent.mkdir(parents=True, exist_ok=True)
-    junit_path.unlink(missing_ok=True)
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-    child_env = test_env(env, junit_path, pycache)
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=child_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-    except FileNotFoundError:
-        if not Path(cwd).is_dir():
-            raise RunError(
-                f"cannot run the tests of cell {cell_id}: working directory {cwd} does not exist",
-                hint="check the package's source path",
-            ) from None
-        raise RunError(
-            f"cannot run the tests of cell {cell_id}: {argv[0]} not found "
-            f"(command: {shlex.join(argv)})",
-            hint=f"add the package that provides {Path(argv[0]).name!r} to the test "
-            "environment's dependencies, or run it through python -m",
-        ) from None
-    except PermissionError as exc:
-        raise RunError(
-            f"cannot run the tests of cell {cell_id}: {exc.strerror or exc} "
-            f"(command: {shlex.join(argv)})",
-            hint="check that the test command names an executable file",
-        ) from None
+    proc, argv, started = launched.proc, launched.argv, launched.started
     tail = _stream(proc, log_path, echo)
     duration = time.monotonic() - started
     returncode = proc.returncode

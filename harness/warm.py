@@ -42,7 +42,6 @@ runs and records it again), as git does for its index.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
@@ -51,8 +50,6 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +60,7 @@ if TYPE_CHECKING:
     from harness.cache import Cache
     from harness.cell import Cell
     from harness.execute import TestPlan
+    from harness.launch import Launched
     from harness.report import RunReport
     from harness.stages import PreparedCell
 
@@ -82,12 +80,14 @@ _NVIDIA = "/proc/driver/nvidia/version"
 # -- what a run saw ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Seen:
     """The cell's inputs as they were before the run read them."""
 
-    entries: dict[str, Entry]
-    taken_ns: int
+    __slots__ = ("entries", "taken_ns")
+
+    def __init__(self, entries: dict[str, Entry], taken_ns: int) -> None:
+        self.entries = entries
+        self.taken_ns = taken_ns
 
 
 def watched_env(environ: Mapping[str, str], names: Iterable[str] = ()) -> dict[str, str | None]:
@@ -146,6 +146,8 @@ def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
 
 def _code_entries() -> dict[str, Entry]:
     """The harness's own modules and rattler's installed packages: new code, new decisions."""
+    from importlib.util import find_spec
+
     out: dict[str, Entry] = {}
     here = Path(__file__).parent
     for path in sorted(here.rglob("*.py")):
@@ -295,13 +297,15 @@ def write_record(
 # -- the invocation index ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Invocation:
     """``harness test`` as typed: what the index is keyed by."""
 
-    sources: tuple[str, ...]
-    patterns: tuple[str, ...]
-    gpu_policy: str
+    __slots__ = ("gpu_policy", "patterns", "sources")
+
+    def __init__(self, sources: tuple[str, ...], patterns: tuple[str, ...], gpu_policy: str) -> None:
+        self.sources = sources
+        self.patterns = patterns
+        self.gpu_policy = gpu_policy
 
     def key(self) -> str:
         from harness import __version__
@@ -408,7 +412,23 @@ def check_record(record: Any) -> str | None:
 # -- replaying -------------------------------------------------------------------------------------
 
 
-def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | None:
+class Args:
+    """The few options of ``harness test`` a warm start understands (anything else: full path)."""
+
+    __slots__ = ("cells", "gpu", "quiet", "sources")
+
+    def __init__(self) -> None:
+        self.cells: list[str] = []
+        self.sources: list[str] = []
+        self.gpu = "skip"
+        self.quiet = False
+
+
+_WITH_VALUE = {"--from": "sources", "--gpu": "gpu"}
+
+
+def _parse(argv: Sequence[str]) -> tuple[Args, list[str]] | None:
+    """``test [--from SRC]... [--gpu P] [-q] CELL... [-- ARGS]`` by hand: argparse costs a warm run 7 ms."""
     own = list(argv)
     extra: list[str] = []
     if "--" in own:
@@ -416,24 +436,29 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | None:
         own, extra = own[:i], own[i + 1 :]
     if own[:1] != ["test"]:
         return None
-    own = own[1:]
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("cells", nargs="*")
-    parser.add_argument("--from", dest="sources", action="append", default=[])
-    parser.add_argument("--update", action="store_true")
-    parser.add_argument("--repair", action="store_true")
-    parser.add_argument("-q", "--quiet", action="store_true")
-    parser.add_argument("--gpu", default="skip")
-    try:
-        args, unknown = parser.parse_known_args(own)
-    except SystemExit:
-        return None
-    if unknown or not args.cells or args.update or args.repair:
-        return None
-    return args, extra
+    args = Args()
+    words = iter(own[1:])
+    for word in words:
+        name, eq, value = word.partition("=")
+        if name in _WITH_VALUE:
+            if not eq:
+                value = next(words, "")
+            if not value:
+                return None
+            if name == "--from":
+                args.sources.append(value)
+            else:
+                args.gpu = value
+        elif word in ("-q", "--quiet"):
+            args.quiet = True
+        elif word.startswith("-"):
+            return None  # --update, --repair, --help, anything new: the full path decides
+        else:
+            args.cells.append(word)
+    return (args, extra) if args.cells else None
 
 
-def invocation_of(args: argparse.Namespace) -> Invocation:
+def invocation_of(args: Args) -> Invocation:
     return Invocation(tuple(args.sources), tuple(args.cells), args.gpu)
 
 
@@ -460,7 +485,17 @@ def try_warm(argv: Sequence[str]) -> int | None:
         # Another run may have changed a cell between the check and the lock.
         if any(check_record(_read_json(_record_file(r))) is not None for r in records):
             return None
-        return _replay(records, extra, quiet=args.quiet)
+        # The first command starts now, and the modules that read its results
+        # load while it runs: on two cores the import time disappears.
+        first = _launch_first(records[0], extra)
+        if first is None:
+            return None
+        try:
+            return _replay(records, extra, quiet=args.quiet, launched=first)
+        finally:
+            if first.proc.poll() is None:  # an error before it was read: never leave it behind
+                first.proc.kill()
+                first.proc.wait()
 
 
 def _read_json(path: Path) -> Any:
@@ -504,8 +539,8 @@ def _try_lock(stack: ExitStack, path: Path) -> bool:
 
 
 def _env(role: Mapping[str, Any], extra: Mapping[str, str]) -> dict[str, str] | None:
-    from harness.activation import clean_base_env, expand
     from harness.frozen import digest
+    from harness.launch import clean_base_env, expand
 
     base = clean_base_env()
     stored = _read_json(Path(role["activation"]))
@@ -547,7 +582,42 @@ def plan_of(record: Mapping[str, Any]) -> TestPlan | None:
     )
 
 
-def _replay(records: Sequence[Mapping[str, Any]], extra_args: Sequence[str], *, quiet: bool) -> int | None:
+def _launch_first(record: Mapping[str, Any], extra_args: Sequence[str]) -> Launched | None:
+    """Start the first command :func:`harness.execute.execute` will run for ``record``."""
+    from harness.errors import HarnessError
+    from harness.launch import launch
+
+    roles, plan = record["roles"], record["plan"]
+    check = plan["import_check"]
+    role = "import" if check is not None else "test"
+    if role not in roles:
+        return None
+    env = _env(roles[role], record["activation_env"])
+    if env is None:
+        return None
+    logs = Path(plan["logs"])
+    try:
+        return launch(
+            record["cell"],
+            check["command"] if check is not None else plan["command"],
+            env={**env, **record["extra_env"]},
+            cwd=Path(plan["cwd"]),
+            extra_args=() if check is not None else extra_args,
+            junit_path=Path(plan["junit"]),
+            log_path=logs / ("import-check.log" if check is not None else "test.log"),
+            pycache=Path(plan["pycache"]) if plan.get("pycache") else None,
+        )
+    except HarnessError:
+        return None  # the full path reports it as the cell's error
+
+
+def _replay(
+    records: Sequence[Mapping[str, Any]],
+    extra_args: Sequence[str],
+    *,
+    quiet: bool,
+    launched: Launched | None = None,
+) -> int | None:
     from harness.cache import Cache
     from harness.execute import execute
     from harness.report import CACHED, RunReport
@@ -555,7 +625,7 @@ def _replay(records: Sequence[Mapping[str, Any]], extra_args: Sequence[str], *, 
 
     plans = [plan_of(record) for record in records]
     if any(plan is None for plan in plans):
-        return None
+        return None  # cannot happen after _launch_first succeeded, but never run half a record
     listener = None if quiet else _Lines()
     report = RunReport(listener=listener)
     outcomes = {}
@@ -569,7 +639,10 @@ def _replay(records: Sequence[Mapping[str, Any]], extra_args: Sequence[str], *, 
             print(f"[harness] {record['cell']} warm start: {len(record['stages'])} stages cached, "
                   f"{len(record['inputs']) + len(record['outputs'])} paths unchanged",
                   file=sys.stderr, flush=True)
-        outcomes[record["cell"]] = execute(plan, report, extra_args=extra_args, extra_env=record["extra_env"])
+        outcomes[record["cell"]] = execute(
+            plan, report, extra_args=extra_args, extra_env=record["extra_env"], launched=launched
+        )
+        launched = None  # only the first command was started early
     report.extra["tests"] = {cid: o.to_json() for cid, o in outcomes.items()}
     report.extra["skipped"] = {}
     report.extra["errors"] = {}
