@@ -157,9 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
 
 
-def _load_extra_commands() -> None:
-    import harness.doctor  # noqa: F401
-    from harness import ci, commands, gc, premerge  # noqa: F401  (register into EXTRA_COMMANDS / COMMANDS)
+# Which module registers each sub-command (into EXTRA_COMMANDS / COMMANDS).
+_MODULES = {
+    "doctor": "harness.doctor",
+    "ci": "harness.ci",
+    "gc": "harness.gc",
+    "premerge": "harness.premerge",
+    **dict.fromkeys(("solve", "plan", "build", "test", "channel"), "harness.commands"),
+}
+
+
+def _load_extra_commands(command: str | None = None) -> None:
+    """Import the module of ``command`` only (``harness list`` need not load the builder);
+    every module for help or an unknown command, so that argparse lists them all."""
+    import importlib
+
+    if command in ("list", "show"):
+        return
+    for module in [_MODULES[command]] if command in _MODULES else dict.fromkeys(_MODULES.values()):
+        importlib.import_module(module)
 
 
 def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -186,9 +202,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             return 130
         if code is not None:
             return code
-    _load_extra_commands()
-    parser = build_parser()
     own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
+    _load_extra_commands(own[0] if own and not own[0].startswith("-") else None)
+    parser = build_parser()
     if own[:2] == ["channel", "offline"]:  # its own parser, with its own --help
         return _channel(own[2:] + (["--", *extra] if extra else []))
     args = parser.parse_args(own)
