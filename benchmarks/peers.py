@@ -182,7 +182,12 @@ def main() -> None:
                 "nox direct": ([str(nox_python), *pytest_argv], venv_env, root),
             },
         )
+        from harness.warm import check_record
+
+        record = json.loads(Path(json.loads(index.read_text())["records"][0]).read_text())
+        reason = check_record(record)
     print(f"pure-Python project, 40 tests, CPython {args.python}; {args.runs} rounds, medians")
+    print(f"  harness warm start after the rounds: {'valid' if reason is None else 'NOT taken: ' + reason}")
     print(f"  {'tool':<10} {'warm run':>10} {'direct':>10} {'overhead':>10} {'ratio':>7}")
     for tool in ("harness", "tox", "nox -R"):
         total = result[tool]

@@ -20,6 +20,31 @@ from pathlib import Path
 
 Entry = list[int | str] | None
 
+# Directories a source walk outside git leaves out (build output, tool caches, VCS).
+IGNORED_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        ".harness",
+        ".pixi",
+        ".nox",
+        ".tox",
+        ".venv",
+        "venv",
+        "__pycache__",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".hypothesis",
+        "node_modules",
+        "build",
+        "dist",
+        "_skbuild",
+    }
+)
+
+
 _noted: dict[str, Entry] = {}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from rattler import MatchSpec, Version, VersionSpec
@@ -101,6 +102,18 @@ def version_problem(text: str) -> str | None:
 
 def parse_dep(name: str, value: Any) -> Dep | str:
     """A manifest dependency value as a :class:`Dep`, or a message saying what is wrong."""
+    if isinstance(value, str):
+        return _parse_version_dep(name, value)
+    return _checked_dep(name, value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_version_dep(name: str, value: str) -> Dep | str:
+    """``name = "spec"``, memoised: a matrix repeats the same pins in every cell (Dep is frozen)."""
+    return _checked_dep(name, value)
+
+
+def _checked_dep(name: str, value: Any) -> Dep | str:
     problem = package_name_problem(name)
     if problem:
         return problem
@@ -108,11 +121,19 @@ def parse_dep(name: str, value: Any) -> Dep | str:
     if isinstance(dep, Dep) and not dep.is_source:
         if problem := valid_version(dep.version):
             return f"invalid version spec '{dep.version}': {problem}"
-        try:
-            MatchSpec(dep.matchspec())
-        except Exception as exc:  # InvalidMatchSpecError, and rattler's parse errors
-            return f"'{dep.matchspec()}' is not a valid MatchSpec: {exc}"
+        if problem := matchspec_problem(dep.matchspec()):
+            return f"'{dep.matchspec()}' is not a valid MatchSpec: {problem}"
     return dep
+
+
+@lru_cache(maxsize=4096)
+def matchspec_problem(text: str) -> str | None:
+    """``None`` when the solver can read ``text``; memoised, as a matrix repeats its pins per cell."""
+    try:
+        MatchSpec(text)
+    except Exception as exc:  # InvalidMatchSpecError, and rattler's parse errors
+        return str(exc)
+    return None
 
 
 def _parse_dep(name: str, value: Any) -> Dep | str:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import inputs
-from harness.inputs import Entry, entry_of, stat_entry
+from harness.inputs import IGNORED_DIRS, Entry, entry_of, stat_entry
 
 if TYPE_CHECKING:
     from harness.cache import Cache
@@ -101,24 +101,60 @@ def watched_env(environ: Mapping[str, str], names: Iterable[str] = ()) -> dict[s
     return dict(sorted(out.items()))
 
 
+def _in_git_checkout(root: str) -> bool:
+    here = Path(root)
+    return any((p / ".git").exists() for p in (here, *here.parents))
+
+
+def _listing(path: str, pruned: bool) -> str | None:
+    """A digest of a directory's entry names (``None`` if it is not a readable directory).
+
+    Directories are recorded by what they hold, not by their mtime: another
+    tool creating and removing its own build directory beside the sources
+    changes the mtime but not the names that matter.
+    """
+    import hashlib
+
+    try:
+        with os.scandir(path) as it:
+            names = sorted(
+                e.name
+                for e in it
+                if e.name not in _SKIP_IN_TREE
+                and not (pruned and _ignored(e.name) and e.is_dir(follow_symlinks=False))
+            )
+    except OSError:
+        return None
+    return hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def _ignored(name: str) -> bool:
+    return (name in IGNORED_DIRS and name != ".git") or name.endswith(".egg-info")
+
+
 def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
     """Every file and directory under ``root`` (symlinks not followed), minus prefixes and caches.
 
-    Pruned: ``.git`` (its index and exclude file are recorded instead) and
-    directories holding a ``CACHEDIR.TAG`` (prefixes, the cache root), plus
-    ``skip``.  Nothing else is pruned, not even directories the source
-    fingerprint ignores: a record may be too cautious, never blind.
+    Files are recorded by stat data, directories by the names they hold
+    (:func:`_listing`).  Pruned: ``.git`` (its index and exclude file are
+    recorded instead), directories holding a ``CACHEDIR.TAG`` (prefixes, the
+    cache root) and ``skip``.  Outside a git checkout, the source fingerprint
+    walks the tree and ignores build and tool directories (``build``,
+    ``*.egg-info``, ``.tox``...); those are pruned here too, so that another
+    tool building in the tree does not cost a full run.  In a checkout
+    nothing else is pruned: git decides what the fingerprint lists, and a
+    record may be too cautious, never blind.
     """
     out: dict[str, Entry] = {}
     skipped = {os.path.abspath(p) for p in skip}
     root_s = os.path.abspath(root)
-    entry = stat_entry(root_s, follow=False)
-    out[root_s] = entry
-    if entry is None or entry[0] != "d":
+    if stat_entry(root_s, follow=False) is None or not os.path.isdir(root_s):
+        out[root_s] = stat_entry(root_s, follow=False)
         return out
     for name in _GIT_FILES:
         path = os.path.join(root_s, ".git", name)
         out[path] = stat_entry(path)
+    pruned = not _in_git_checkout(root_s)
     stack = [root_s]
     while stack:
         here = stack.pop()
@@ -128,19 +164,22 @@ def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
         except OSError:
             continue
         if any(c.name == "CACHEDIR.TAG" for c in children) and here != root_s:
-            out.pop(here, None)
-            out[os.path.join(here, "CACHEDIR.TAG")] = stat_entry(os.path.join(here, "CACHEDIR.TAG"))
+            tag = os.path.join(here, "CACHEDIR.TAG")
+            out[tag] = stat_entry(tag)
             continue
+        out[here] = ["D", _listing(here, pruned) or "", int(pruned)]
         for child in children:
             if child.name in _SKIP_IN_TREE or child.path in skipped:
                 continue
-            try:
-                st = child.stat(follow_symlinks=False)
-            except OSError:
+            if pruned and _ignored(child.name) and child.is_dir(follow_symlinks=False):
                 continue
-            out[child.path] = entry_of(st)
             if child.is_dir(follow_symlinks=False):
                 stack.append(child.path)
+                continue
+            try:
+                out[child.path] = entry_of(child.stat(follow_symlinks=False))
+            except OSError:
+                continue
     return out
 
 
@@ -388,6 +427,10 @@ def changed(entries: Mapping[str, Entry], taken_ns: int | None) -> str | None:
     """The first entry that no longer matches (or is racy against ``taken_ns``), or ``None``."""
     racy = int(os.environ.get(RACY_ENV) or RACY_NS)
     for path, want in entries.items():
+        if want is not None and want[0] == "D":
+            if _listing(path, bool(want[2])) != want[1]:
+                return f"{path}: entries added or removed"
+            continue
         have = stat_entry(path, follow=not (want is not None and want[0] == "l"))
         if have != want:
             if want is None:

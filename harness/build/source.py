@@ -17,28 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Directories never part of a source tree when there is no git to ask.
-IGNORED_DIRS = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".svn",
-        ".harness",
-        ".pixi",
-        ".nox",
-        ".tox",
-        ".venv",
-        "venv",
-        "__pycache__",
-        ".pytest_cache",
-        ".mypy_cache",
-        ".ruff_cache",
-        ".hypothesis",
-        "node_modules",
-        "build",
-        "dist",
-        "_skbuild",
-    }
-)
+from harness.inputs import IGNORED_DIRS
 
 
 @dataclass(frozen=True)

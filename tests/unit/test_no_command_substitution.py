@@ -27,8 +27,9 @@ from harness.build.expand import expand_config, expand_env_table, expand_text
 from harness.cache import Cache
 from harness.cell import Cell
 from harness.errors import BuildError, HarnessError
+from harness.launch import test_argv
 from harness.loader import compile_sources
-from harness.run import run_tests, test_argv
+from harness.run import run_tests
 
 #: Tricks the harness must refuse where it expands configuration (they look like expansions).
 REFUSED = ("$(touch {m})", "${{X:-$(touch {m})}}", "$((1+1))", "$( $(nproc) )")
