@@ -583,7 +583,7 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-@budget(80)
+@budget(120)
 @given(hostile=st.booleans(), data=st.data(), as_pyproject=st.booleans(), headers=st.booleans())
 def test_fuzzed_manifests_give_a_harness_error_or_cells(scratch: Path, hostile: bool, data: st.DataObject,
                                                         as_pyproject: bool, headers: bool) -> None:
@@ -608,7 +608,7 @@ FRIENDLY_MANIFEST = {
 }
 
 
-@budget(80)
+@budget(120)
 @given(hostile=st.booleans(), data=st.data(), fixed_manifest=st.booleans())
 def test_fuzzed_matrix_files_give_a_harness_error_or_cells(scratch: Path, hostile: bool, data: st.DataObject,
                                                            fixed_manifest: bool) -> None:
@@ -629,7 +629,7 @@ def test_fuzzed_matrix_files_give_a_harness_error_or_cells(scratch: Path, hostil
     exercise(world, sources)
 
 
-@budget(60)
+@budget(80)
 @given(doc=st.one_of(manifests(), matrices()), data=st.data())
 def test_broken_toml_text_gives_a_harness_error(scratch: Path, doc: dict[str, Any], data: st.DataObject) -> None:
     world = make_world(scratch)
