@@ -113,6 +113,7 @@ ARTIFACT = "artifact"
 REPORT = "report"  # reports/run-*.json (only with --older-than)
 LEFTOVER = "leftover"  # what an interrupted build or gc left behind
 MARKER = "marker"  # used/...: when a run last used a cell or a build (not listed in text)
+BYTECODE = "bytecode"  # pycache/<...>/envs/<cell>: bytecode of the cell's prefixes
 
 #: Where :mod:`harness.warm` keeps its per-cell records (``<cell>.json``).
 WARM_DIR = "warm"
@@ -421,6 +422,10 @@ def _scan(cache: Cache) -> _Scan:
                 loose.append(_Entry(base / name, LEFTOVER))
             elif check_id(name) is None:
                 cells.setdefault(name, []).append(_Entry(base / name, kind, cell=name))
+    mirror = bytecode_dir(cache)
+    for name in _names(mirror):
+        if check_id(name) is None:
+            cells.setdefault(name, []).append(_Entry(mirror / name, BYTECODE, cell=name))
     for base, suffix, kind in ((cache.reports_dir / "junit", ".xml", JUNIT),
                                (cache.root / WARM_DIR, ".json", WARM),
                                (cache.root / USED_DIR / "cells", "", MARKER)):
@@ -453,6 +458,12 @@ def _scan(cache: Cache) -> _Scan:
         keys={k: tuple(v) for k, v in keys.items()},
         loose=tuple(loose),
     )
+
+
+def bytecode_dir(cache: Cache) -> Path:
+    """Where ``PYTHONPYCACHEPREFIX`` (``<root>/pycache``) mirrors the prefixes of every cell."""
+    envs = cache.envs_dir.absolute()
+    return cache.root / "pycache" / envs.relative_to(envs.anchor)
 
 
 def _key_of(kind: str, name: str) -> str | None:

@@ -22,7 +22,7 @@ from harness.cache import Cache
 from harness.cell import Cell
 from harness.compile import compile_manifest
 from harness.errors import HarnessError
-from harness.gc import GcReport, collect_garbage, mark_used
+from harness.gc import GcReport, bytecode_dir, collect_garbage, mark_used
 from harness.manifest.read import load_manifest
 from harness.pipeline import RunResult, run_cells
 
@@ -126,7 +126,7 @@ def removed(report: GcReport, *, markers: bool = False) -> set[tuple[str, str]]:
     return {
         (r.kind, str(r.path.relative_to(root.root)))
         for r in root.removed
-        if markers or r.kind != "marker"
+        if markers or r.kind not in ("marker", "bytecode")
     }
 
 
@@ -153,9 +153,18 @@ def test_a_dropped_cell_goes_and_the_others_stay_warm(ws: Workspace) -> None:
     assert keys(ws) == {key313, key_of(first, "py312")}
     assert len(ws.ls("artifacts/mypkg")) == 2
 
+    # Bytecode that runs left under PYTHONPYCACHEPREFIX, mirroring each cell's prefixes.
+    for cell in ("py313", "py312-twin"):
+        pyc = bytecode_dir(ws.cache) / cell / "test" / "lib" / "__pycache__" / "m.cpython-312.pyc"
+        pyc.parent.mkdir(parents=True)
+        pyc.write_bytes(b"pyc")
+
     # py313 and py312 leave the matrix; py312-twin keeps the variant key py312 shared.
     cells = ws.define("py312-twin")
     report = collect_garbage(cells)
+    gone = {r.path for r in report.removed if r.kind == "bytecode"}
+    assert gone == {bytecode_dir(ws.cache) / "py313"}
+    assert (bytecode_dir(ws.cache) / "py312-twin").is_dir() and not (bytecode_dir(ws.cache) / "py313").exists()
     assert removed(report) == cell_state("py313") | cell_state("py312") | {
         ("build", f"build/mypkg/{key313}"), ("artifact", f"artifacts/mypkg/{art313}")}
     reasons = {r.kind: r.reason for r in report.removed if r.cell == "py313" or r.key == key313}
