@@ -569,6 +569,10 @@ def _try_lock(stack: ExitStack, path: Path) -> bool:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # filelock removes its file on release: a lock on a file that is no
+        # longer at ``path`` excludes nobody.
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            raise OSError("lock file replaced")
     except OSError:
         os.close(fd)
         return False
