@@ -73,8 +73,11 @@ DIR_NAME = "warm"
 INDEX_ENV = "HARNESS_WARM_DIR"
 DISABLE_ENV = "HARNESS_NO_WARM"
 _SKIP_IN_TREE = (".git",)
-_GIT_FILES = ("index", "HEAD", "info/exclude")
 _NVIDIA = "/proc/driver/nvidia/version"
+_RECORD_FIELDS: dict[str, type] = {
+    "cell": str, "cache_root": str, "taken_ns": int, "inputs": dict, "outputs": dict, "env": dict,
+    "roles": dict, "plan": dict, "stages": list, "extra_env": dict, "activation_env": dict,
+}
 
 
 # -- what a run saw ------------------------------------------------------------------------------
@@ -101,9 +104,33 @@ def watched_env(environ: Mapping[str, str], names: Iterable[str] = ()) -> dict[s
     return dict(sorted(out.items()))
 
 
-def _in_git_checkout(root: str) -> bool:
+def _git_entries(root: str) -> dict[str, Entry] | None:
+    """What decides which files git lists under ``root``, or ``None`` outside a checkout.
+
+    The source fingerprint lists files with ``git ls-files``: its answer
+    changes with the index, the ``.gitignore`` files from the top of the
+    checkout down, ``info/exclude`` and the global excludes file, wherever
+    they live (the checkout may start above ``root``; ``.git`` may be a file).
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--absolute-git-dir", "--show-toplevel"],
+            cwd=root, capture_output=True, text=True, check=False, timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(lines) != 2:
+        return None
+    git_dir, top = Path(lines[0]), Path(lines[1])
+    paths = [git_dir / "index", git_dir / "HEAD", git_dir / "info" / "exclude"]
     here = Path(root)
-    return any((p / ".git").exists() for p in (here, *here.parents))
+    paths += [d / ".gitignore" for d in (here, *here.parents) if d == top or top in d.parents]
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    paths += [Path(config) / "git" / "ignore", Path.home() / ".gitconfig"]
+    return {str(path): stat_entry(path) for path in paths}
 
 
 def _listing(path: str, pruned: bool) -> str | None:
@@ -136,8 +163,8 @@ def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
     """Every file and directory under ``root`` (symlinks not followed), minus prefixes and caches.
 
     Files are recorded by stat data, directories by the names they hold
-    (:func:`_listing`).  Pruned: ``.git`` (its index and exclude file are
-    recorded instead), directories holding a ``CACHEDIR.TAG`` (prefixes, the
+    (:func:`_listing`).  Pruned: ``.git`` (what decides git's listing is
+    recorded instead: :func:`_git_entries`), directories holding a ``CACHEDIR.TAG`` (prefixes, the
     cache root) and ``skip``.  Outside a git checkout, the source fingerprint
     walks the tree and ignores build and tool directories (``build``,
     ``*.egg-info``, ``.tox``...); those are pruned here too, so that another
@@ -151,10 +178,9 @@ def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
     if stat_entry(root_s, follow=False) is None or not os.path.isdir(root_s):
         out[root_s] = stat_entry(root_s, follow=False)
         return out
-    for name in _GIT_FILES:
-        path = os.path.join(root_s, ".git", name)
-        out[path] = stat_entry(path)
-    pruned = not _in_git_checkout(root_s)
+    git = _git_entries(root_s)
+    out.update(git or {})
+    pruned = git is None
     stack = [root_s]
     while stack:
         here = stack.pop()
@@ -447,6 +473,11 @@ def check_record(record: Any) -> str | None:
     """Why ``record`` cannot be replayed, or ``None``."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return "no record"
+    plan = record.get("plan")
+    if not all(isinstance(record.get(k), t) for k, t in _RECORD_FIELDS.items()) or not all(
+        isinstance(plan.get(k), str) for k in ("command", "cwd", "junit", "logs")  # type: ignore[union-attr]
+    ):
+        return "record unreadable"  # edited by hand: the full path writes a new one
     if watched_env(os.environ, record.get("env_names", [])) != record.get("env"):
         return "environment changed"
     return changed(record["inputs"], record["taken_ns"]) or changed(record["outputs"], None)
@@ -518,9 +549,12 @@ def try_warm(argv: Sequence[str]) -> int | None:
         return None
     if changed(index.get("inputs", {}), index.get("taken_ns", 0)) is not None:
         return None
-    records = [_read_json(Path(p)) for p in index.get("records", [])]
-    if not records or any(check_record(r) is not None for r in records):
-        return None
+    try:
+        records = [_read_json(Path(p)) for p in index.get("records", [])]
+        if not records or any(check_record(r) is not None for r in records):
+            return None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None  # a record edited by hand: the full path writes a new one
     with ExitStack() as stack:
         for record in records:
             if not _try_lock(stack, _lock_file(record)):

@@ -138,6 +138,12 @@ def test_damaged_state_is_never_replayed(project: Path, tmp_path: Path) -> None:
     _, report = harness_test(project, env)
     assert not is_warm(report)
 
+    # A record edited by hand is never trusted, and never a traceback.
+    record = cache / "warm" / f"{CELL}.json"
+    record.write_text(json.dumps({"format": 1, "cell": CELL, "inputs": []}))
+    proc, report = harness_test(project, env)
+    assert proc.returncode == 0 and not is_warm(report) and "Traceback" not in proc.stderr
+
     # The lock is replaced: the full path checks it against its sidecar.
     lock = cache / "solve" / CELL / "pixi.lock"
     _, report = harness_test(project, env)
@@ -168,6 +174,8 @@ def test_a_busy_cell_is_not_replayed_in_process(project: Path, tmp_path: Path, m
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(project)
     argv = ["test", "--from", str(project / "pixi.toml"), CELL]
+    record = json.loads((tmp_path / "cache" / "warm" / f"{CELL}.json").read_text())
+    assert warm.check_record(record) is None  # replayable, but for the lock:
     with FileLock(tmp_path / "cache" / "locks" / f"cell-{CELL}.lock"):
         assert warm.try_warm(argv) is None  # another run holds the cell
     assert warm.try_warm(["test", "--update", "--from", str(project / "pixi.toml"), CELL]) is None

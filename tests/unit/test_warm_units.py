@@ -113,6 +113,36 @@ def test_prefixes_and_cache_roots_in_the_tree_are_left_out(tmp_path: Path) -> No
     assert warm.changed(entries, None) is None
 
 
+def test_a_source_tree_inside_a_checkout_watches_what_git_lists_by(tmp_path: Path) -> None:
+    """The fingerprint asks git: the checkout's index and ignore files above the tree count too."""
+    import subprocess
+
+    top = tmp_path / "repo"
+    src = top / "pkgs" / "mine"
+    src.mkdir(parents=True)
+    (src / "m.py").write_text("x")
+    (src / "data.bin").write_text("ignored for now")
+    (top / ".gitignore").write_text("*.bin\n")
+    for args in (["init", "-q"], ["add", "-A"]):
+        subprocess.run(["git", *args], cwd=top, check=True, capture_output=True)
+    entries = warm.tree_entries(src)
+    assert str(top / ".git" / "index") in entries and str(top / ".gitignore") in entries
+    assert warm.changed(entries, None) is None
+    (top / ".gitignore").write_text("")  # data.bin is now listed: the fingerprint changes
+    assert warm.changed(entries, None) == f"{top / '.gitignore'} changed"
+    entries = warm.tree_entries(src)
+    subprocess.run(["git", "add", "-f", "pkgs/mine/data.bin"], cwd=top, check=True, capture_output=True)
+    assert warm.changed(entries, None) == f"{top / '.git' / 'index'} changed"
+
+
+def test_a_record_edited_by_hand_is_not_replayed() -> None:
+    assert warm.check_record({"format": warm.FORMAT, "cell": 3}) == "record unreadable"
+    assert warm.check_record({"format": warm.FORMAT, "cell": "c", "cache_root": "/x", "taken_ns": 1,
+                              "inputs": {}, "outputs": {}, "env": {}, "roles": {}, "plan": {},
+                              "stages": [], "extra_env": {}, "activation_env": {}}) == "record unreadable"
+    assert warm.check_record(None) == "no record"
+
+
 def test_racy_entries_are_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(warm.RACY_ENV, raising=False)
     path = tmp_path / "f"
