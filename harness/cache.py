@@ -44,12 +44,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     file systems) and is fsynced before the rename, so a crash right after the
     rename cannot leave an empty file behind.
     """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """:func:`atomic_write_text` of raw bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -175,6 +180,16 @@ class Cache:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def bytecode_store(self) -> Path:
+        """Bytecode shared by the prefixes' mirrors under ``pycache/`` (:mod:`harness.bytecode`).
+
+        Beside ``pycache/`` under the root, so that hard links between them stay
+        on one file system.  Created on first use: it is not a standard
+        subdirectory (gc's root check does not require it).
+        """
+        return self.root / "bytecode"
 
     def solve_dir(self, cell_id: str) -> Path:
         """Where the cell's ``pixi.lock`` and its input-hash sidecar live."""

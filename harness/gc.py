@@ -17,6 +17,10 @@ solving or building, so gc is quick and safe to run at any time:
   the build itself uses (:func:`harness.build.driver.plan_build`), and the
   artifact ``artifacts/<package>/<key>-<fingerprint>`` of the *current* source
   tree: an artifact built from older sources is unused.
+- an entry of the shared bytecode store ``bytecode/`` (:mod:`harness.bytecode`)
+  is used while some ``.pyc`` under ``pycache/`` is a hard link of it: one
+  with no other link (``st_nlink`` 1) is removed, and so are those whose
+  last links were the bytecode of cells this gc removes.
 
 Everything else under those directories is unused: the state of cells the
 sources no longer define (renamed or removed), builds of variant keys no cell
@@ -51,7 +55,8 @@ the cell's JUnit file.  ``--older-than 0`` removes everything gc may remove.
   running cell that the sources do not define keeps every build and artifact
   of the root (which ones it uses cannot be told without its definition).
 - Only ``envs/``, ``solve/``, ``logs/``, ``reports/``, ``warm/``, ``used/``,
-  ``build/`` and ``artifacts/`` are looked at.  The offline channel
+  ``build/``, ``artifacts/``, ``bytecode/`` and the cells' bytecode under
+  ``pycache/`` are looked at.  The offline channel
   (``channels/``), the lock files (deleting a lock file that another process
   waits on would let two processes hold "the same" lock) and names gc does
   not recognise stay.
@@ -94,6 +99,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from harness.build.driver import Artifact, BuildInputs, plan_build
+from harness.bytecode import store_entries
 from harness.cache import SUBDIRS, Cache, fsync_dir
 from harness.cell import Cell, check_id
 from harness.cli import COMMANDS, EXTRA_COMMANDS
@@ -114,6 +120,7 @@ REPORT = "report"  # reports/run-*.json (only with --older-than)
 LEFTOVER = "leftover"  # what an interrupted build or gc left behind
 MARKER = "marker"  # used/...: when a run last used a cell or a build (not listed in text)
 BYTECODE = "bytecode"  # pycache/<...>/envs/<cell>: bytecode of the cell's prefixes
+SHARED_PYC = "pyc-store"  # bytecode/<tag>/<key>.pyc: shared bytecode no mirrored file links
 
 #: Where :mod:`harness.warm` keeps its per-cell records (``<cell>.json``).
 WARM_DIR = "warm"
@@ -778,6 +785,24 @@ def _gc_key(
             col.remove(entry, reason)
 
 
+def _gc_shared_bytecode(col: _Collector) -> None:
+    """Remove the store entries (:mod:`harness.bytecode`) that no mirrored ``.pyc`` links any more.
+
+    Run after the cells' state went, so that the entries only the removed
+    cells' bytecode linked go in the same gc.  A dry run removed nothing: the
+    links its listed entries hold are subtracted instead.  No lock is needed:
+    a run that links an entry just as it goes fails to link and keeps its own
+    file, and a file linked from an entry that then goes stays valid.
+    """
+    for path, st in store_entries(col.cache.bytecode_store):
+        links = st.st_nlink
+        if col.dry_run:
+            counted = col.tally.inodes.get((st.st_dev, st.st_ino))
+            links -= counted[3] if counted is not None else 0
+        if links <= 1:
+            col.remove(_Entry(path, SHARED_PYC), "no prefix's bytecode links it any more")
+
+
 def gc_root(
     cache: Cache,
     cells: Sequence[Cell],
@@ -810,6 +835,7 @@ def gc_root(
         for package, key in sorted(scan.keys):
             _gc_key(col, use, package, key, scan.keys[(package, key)],
                     older_than=older_than_days, cutoff=cutoff)
+    _gc_shared_bytecode(col)
     for entry in scan.loose:
         if entry.kind == LEFTOVER and not _trash_pid_alive(entry.path.name):
             col.remove(entry, "left by an interrupted gc")
@@ -873,6 +899,23 @@ def human(size: int) -> str:
     return f"{size / 1e3:.1f} kB"
 
 
+def _shown(root: RootReport) -> list[Removal]:
+    """The removals the text lists: markers are bookkeeping, shared bytecode is one line per root.
+
+    The store's entries are single small files, often hundreds at once (the
+    bytecode of a dropped cell's packages): they are summed into one line,
+    and ``--json`` lists each of them.
+    """
+    shown = [r for r in root.removed if r.kind not in (MARKER, SHARED_PYC)]
+    shared = [r for r in root.removed if r.kind == SHARED_PYC]
+    if shared:
+        store = Cache(root.root).bytecode_store
+        files = f"{len(shared)} {'file' if len(shared) == 1 else 'files'}"
+        shown.append(Removal(store, SHARED_PYC, f"{files} no prefix's bytecode links any more",
+                             sum(r.size for r in shared)))
+    return shown
+
+
 def render_report(report: GcReport) -> str:
     """The human-readable account: each removal, what is in use or kept, and what was freed."""
     verb = "would remove" if report.dry_run else "removed"
@@ -882,7 +925,7 @@ def render_report(report: GcReport) -> str:
             lines.append(f"cache {root.root}: nothing has been prepared here")
             continue
         lines.append(f"cache {root.root}")
-        shown = [r for r in root.removed if r.kind != MARKER]  # bookkeeping, not worth a line
+        shown = _shown(root)
         rels = [_relative(r.path, root.root) for r in shown]
         width = max((len(r) for r in rels), default=0)
         for rel, r in zip(rels, shown, strict=True):
@@ -895,7 +938,7 @@ def render_report(report: GcReport) -> str:
         lines += [f"  not removed: {p}" for p in root.problems]
         if not (root.removed or root.in_use or root.kept or root.problems):
             lines.append("  nothing to remove")
-    count = sum(1 for r in report.removed if r.kind != MARKER)
+    count = sum(len(_shown(root)) for root in report.roots)
     total = f"{'would free' if report.dry_run else 'freed'} {mb(report.freed)}"
     total += f" ({count} {'entry' if count == 1 else 'entries'}"
     if mb(report.size) != mb(report.freed):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import warm
+from harness.bytecode import share_prefix_bytecode
 from harness.cache import Cache
 from harness.cell import Cell
 from harness.compile import DEFAULT_TEST_COMMAND
@@ -248,6 +249,10 @@ def run_cells(
                     outcomes[cell.id] = execute(
                         plan, report, extra_args=extra_args, echo=echo, extra_env=extra_env
                     )
+                    if plan.pycache is not None:  # still under the lock: the prefixes stay put
+                        share_prefix_bytecode(
+                            plan.pycache, prepared.prefixes.values(), cache.bytecode_store
+                        )
             except HarnessError as exc:
                 errors[cell.id] = str(exc)
                 _note_failure(report, cell.id, str(exc))
