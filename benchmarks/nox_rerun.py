@@ -45,21 +45,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
 
-    record = warm_up(args.cell)
-    from harness.run import test_argv, test_env
-    from harness.warm import plan_of
+    snapshot = warm_up(args.cell)
+    from harness.warmstart import command_argv, command_env
 
-    plan = plan_of(record)
-    assert plan is not None
-    env = {**test_env(plan.env, plan.junit, plan.pycache), **record["extra_env"]}
-    argv = test_argv(plan.command, [])
+    cell = snapshot["cells"][0]
+    env = command_env(cell, "test")
+    argv = command_argv(cell, "test")
     argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]  # nox looks programs up itself
     nox = str(Path(sys.executable).parent / "nox")
     with tempfile.TemporaryDirectory() as tmp:
         noxfile = Path(tmp) / "noxfile.py"
         noxfile.write_text(
             PLAIN_NOXFILE.format(
-                argv=json.dumps(argv), env=json.dumps(env), cwd=str(plan.cwd)
+                argv=json.dumps(argv), env=json.dumps(env), cwd=cell["plan"]["cwd"]
             )
         )
         plain_argv = [nox, "-f", str(noxfile), "-s", "plain"]

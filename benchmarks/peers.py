@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import shutil
 import statistics
@@ -147,7 +146,7 @@ def main() -> None:
         env["HARNESS_CACHE_DIR"] = str(Path(tmp) / "harness-cache")
         env.pop("VIRTUAL_ENV", None)
 
-        harness_argv = [sys.executable, "-m", "harness", "test", "--from", "pixi.toml", "default", "-q"]
+        harness_argv = [str(Path(sys.executable).parent / "harness"), "test", "--from", "pixi.toml", "default", "-q"]
         tox_argv = [str(bindir / "tox"), "-e", "py", "-q"]
         nox_argv = [str(bindir / "nox"), "-R", "-s", "tests"]
         for argv in (harness_argv, tox_argv, [str(bindir / "nox"), "-s", "tests"]):
@@ -158,14 +157,15 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         os.environ.clear()
         os.environ.update(env)  # the record's activation is keyed by this environment's PATH
-        from harness.run import test_argv, test_env
-        from harness.warm import index_dir, plan_of
+        from harness.warm import Invocation
+        from harness.warmstart import command_argv, command_env, read_snapshot, stale
 
-        (index,) = index_dir().glob("*.json")
-        record = json.loads(Path(json.loads(index.read_text())["records"][0]).read_text())
-        plan = plan_of(record)
-        assert plan is not None, "the harness left no warm-start record"
-        harness_direct_env = {**test_env(plan.env, plan.junit, plan.pycache), **record["extra_env"]}
+        os.chdir(root)  # the snapshot is keyed by the directory the command ran in
+        text = Invocation(("pixi.toml",), ("default",), "skip").material()
+        snapshot = read_snapshot(text)
+        assert snapshot is not None, "the harness left no warm-start snapshot"
+        cell = snapshot["cells"][0]
+        harness_direct_env = command_env(cell, "test")
         pytest_argv = ["-m", "pytest", "tests", "-q"]
         tox_python = root / ".tox" / "py" / "bin" / "python"
         nox_python = next((root / ".nox").glob("tests*")) / "bin" / "python"
@@ -175,17 +175,15 @@ def main() -> None:
             args.runs,
             {
                 "harness": (harness_argv, env, root),
-                "harness direct": (test_argv(plan.command, []), harness_direct_env, plan.cwd),
+                "harness direct": (command_argv(cell, "test"), harness_direct_env, cell["plan"]["cwd"]),
                 "tox": (tox_argv, env, root),
                 "tox direct": ([str(tox_python), *pytest_argv], venv_env, root),
                 "nox -R": (nox_argv, env, root),
                 "nox direct": ([str(nox_python), *pytest_argv], venv_env, root),
             },
         )
-        from harness.warm import check_record
-
-        record = json.loads(Path(json.loads(index.read_text())["records"][0]).read_text())
-        reason = check_record(record)
+        snapshot = read_snapshot(text)
+        reason = "no snapshot" if snapshot is None else stale(snapshot)
     print(f"pure-Python project, 40 tests, CPython {args.python}; {args.runs} rounds, medians")
     print(f"  harness warm start after the rounds: {'valid' if reason is None else 'NOT taken: ' + reason}")
     print(f"  {'tool':<10} {'warm run':>10} {'direct':>10} {'overhead':>10} {'ratio':>7}")

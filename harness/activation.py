@@ -23,6 +23,7 @@ from harness.cache import atomic_write_json, read_json
 from harness.errors import RunError
 from harness.frozen import digest
 from harness.launch import clean_base_env, expand
+from harness.warmstart import activated_env
 
 __all__ = ["clean_base_env", "expand"]  # re-exported: they were defined here
 
@@ -105,8 +106,5 @@ def activation_env(
     else:
         delta, unset = activated_delta(Path(prefix), base)
         atomic_write_json(cache_file, {"key": key, "delta": delta, "unset": unset})
-    env = {k: v for k, v in base.items() if k not in unset}
-    env.update(delta)
-    for name, value in (extra or {}).items():
-        env[name] = expand(str(value), env)
+    env = activated_env({"unset": unset, "delta": delta}, extra or {}, base)
     return env, cached

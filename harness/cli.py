@@ -6,17 +6,15 @@ user can type ends in a traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError
-
+# Nothing else at import time: a warm ``harness test`` (harness.warmstart)
+# runs before this module would need anything heavier.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Sequence
 
 
 def _print_warnings(warnings: Sequence[str]) -> None:
@@ -25,6 +23,9 @@ def _print_warnings(warnings: Sequence[str]) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from harness.loader import compile_sources
 
     compiled = compile_sources([Path(p) for p in args.sources] or None)
@@ -60,6 +61,9 @@ def _width() -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from harness.loader import find_cells
 
     cells = find_cells([args.cell], [Path(p) for p in args.sources] or None)
@@ -75,6 +79,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def render_cell(cell) -> str:  # type: ignore[no-untyped-def]
     """A human-readable account of a cell: each value and where it came from."""
+    import json
+
     prov = cell.provenance
     lines = [f"cell {cell.id}"]
 
@@ -190,18 +196,24 @@ def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def run(argv: Sequence[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
     if args_in[:1] == ["test"]:  # an unchanged cell re-runs without compiling anything
-        from harness.warm import try_warm
+        from harness.warmstart import try_warm
 
         try:
             code = try_warm(args_in)
-        except HarnessError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except Exception as exc:
+            from harness.errors import HarnessError
+
+            if not isinstance(exc, HarnessError):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
         if code is not None:
             return code
+    from harness.errors import HarnessError
+
     own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     _load_extra_commands(own[0] if own and not own[0].startswith("-") else None)
     parser = build_parser()
@@ -226,6 +238,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def _channel(argv: list[str]) -> int:
     from harness.channel import channel_main
+    from harness.errors import HarnessError
 
     try:
         return channel_main(argv)

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import stat as _stat
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Entry = list[int | str] | None
 
@@ -92,4 +95,6 @@ def forget() -> None:
 
 def parents_of(paths: list[Path]) -> list[Path]:
     """The directories holding ``paths``: new files beside a manifest change its directory."""
+    from pathlib import Path
+
     return sorted({Path(p).parent for p in paths})

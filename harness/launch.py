@@ -7,16 +7,16 @@ load everything it needs afterwards, while the tests already run.
 
 from __future__ import annotations
 
+import _signal
 import os
-import re
-import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-from harness.errors import RunError
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
 
 _DROP_EXACT = {
     "CONDA_PREFIX",
@@ -34,9 +34,8 @@ _DROP_EXACT = {
     "__PYVENV_LAUNCHER__",
 }
 _DROP_PREFIXES = ("CONDA_PREFIX_", "PIXI_")
-_VAR = re.compile(
-    r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)|%([A-Za-z_][A-Za-z0-9_]*)%"
-)
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
 
 
 def clean_base_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -65,19 +64,44 @@ def expand(value: str, env: Mapping[str, str]) -> str:
     """Expand ``$VAR``, ``${VAR}`` and ``%VAR%`` from ``env`` without a shell.
 
     Unknown ``$VAR`` expand to nothing, as in a shell; an unknown ``%VAR%`` is
-    left as written, as ``cmd`` does (so ``50%`` stays ``50%``).
+    left as written, as ``cmd`` does (so ``50%`` stays ``50%``).  Scanned by
+    hand rather than with :mod:`re`, whose import a warm start cannot afford.
     """
+    if "$" not in value and "%" not in value:
+        return value
+    out: list[str] = []
+    i, end = 0, len(value)
+    while i < end:
+        char = value[i]
+        if char == "$" and i + 1 < end:
+            braced = value[i + 1] == "{"
+            start = i + 2 if braced else i + 1
+            stop = _name_end(value, start)
+            if stop > start and (not braced or (stop < end and value[stop] == "}")):
+                out.append(env.get(value[start:stop], ""))
+                i = stop + 1 if braced else stop
+                continue
+        elif char == "%":
+            stop = _name_end(value, i + 1)
+            if stop > i + 1 and stop < end and value[stop] == "%":
+                name = value[i + 1 : stop]
+                out.append(env.get(name, value[i : stop + 1]))
+                i = stop + 1
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)
 
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name:
-            return env.get(name, "")
-        name = match.group(3)
-        return env.get(name, match.group(0))
 
-    return _VAR.sub(sub, value)
+def _name_end(value: str, start: int) -> int:
+    """Where the variable name starting at ``start`` ends (``start`` itself if there is none)."""
+    if start >= len(value) or value[start] not in _NAME_START:
+        return start
+    stop = start + 1
+    while stop < len(value) and value[stop] in _NAME_CHARS:
+        stop += 1
+    return stop
 
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _UNQUOTED_SPECIAL = set("|&;<>()$`*?[{~#\n")
 
 
@@ -108,11 +132,16 @@ def needs_shell(command: str) -> bool:
             quote = char
         elif char in _UNQUOTED_SPECIAL:
             return True
+    import shlex
+
     try:
         words = shlex.split(command)
     except ValueError:
         return True  # unbalanced quotes: let the shell report it in its own words
-    return bool(words) and _ASSIGNMENT.match(words[0]) is not None
+    if not words:
+        return False
+    name, eq, _ = words[0].partition("=")
+    return bool(eq) and _name_end(name, 0) == len(name) > 0
 
 
 def test_argv(command: str, extra_args: Sequence[str]) -> list[str]:
@@ -125,6 +154,8 @@ def test_argv(command: str, extra_args: Sequence[str]) -> list[str]:
     ``pytest -x && echo ok -k fast``: write the test tool last in such a
     command.
     """
+    import shlex
+
     if not command.strip():
         raise ValueError("empty test command")
     if needs_shell(command):
@@ -151,7 +182,7 @@ def test_env(env: Mapping[str, str], junit_path: Path, pycache: Path | None = No
         out["PYTHONPYCACHEPREFIX"] = str(pycache)
     else:
         out["PYTHONDONTWRITEBYTECODE"] = "1"
-    ours = f"--junitxml={shlex.quote(str(junit_path))} -p no:cacheprovider"
+    ours = f"--junitxml={quote(str(junit_path))} -p no:cacheprovider"
     existing = out.get("PYTEST_ADDOPTS", "").strip()
     out["PYTEST_ADDOPTS"] = f"{existing} {ours}" if existing else ours
     return out
@@ -159,13 +190,24 @@ def test_env(env: Mapping[str, str], junit_path: Path, pycache: Path | None = No
 
 test_env.__test__ = False  # type: ignore[attr-defined]
 
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+
+
+def quote(word: str) -> str:
+    """:func:`shlex.quote` without importing :mod:`shlex` (and :mod:`re`)."""
+    if not word:
+        return "''"
+    if all(c in _SAFE for c in word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
 
 class Launched:
     """A started test command: the process, its argv and when it started."""
 
     __slots__ = ("argv", "proc", "started")
 
-    def __init__(self, proc: subprocess.Popen[bytes], argv: list[str], started: float) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | Spawned, argv: list[str], started: float) -> None:
         self.proc = proc
         self.argv = argv
         self.started = started
@@ -187,6 +229,12 @@ def launch(
     ``junit_path`` is removed first, so that a JUnit file left by an earlier
     run is never read as this run's.
     """
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from harness.errors import RunError
+
     if not command.strip():
         raise RunError(
             f"cell {cell_id} has an empty test command",
@@ -226,3 +274,114 @@ def launch(
             hint="check that the test command names an executable file",
         ) from None
     return Launched(proc, argv, started)
+
+
+# -- the warm start's spawn ----------------------------------------------------------------------
+
+
+class Spawned:
+    """A child started by :func:`spawn`: the part of :class:`subprocess.Popen` the harness uses."""
+
+    __slots__ = ("pid", "returncode", "stdout")
+
+    def __init__(self, pid: int, stdout_fd: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115 (closed by its reader)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            if self.returncode is None:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.01)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(_signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(_signal.SIGKILL)
+
+
+def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Spawned:
+    """Start ``argv`` in ``cwd`` as :class:`subprocess.Popen` would, output to a pipe, for a warm start.
+
+    :mod:`subprocess` costs a warm run more than its whole remaining work, so
+    the child is started with ``posix_spawn`` and the same guarantees: the
+    program is looked up on the *child's* ``PATH``; no descriptor but the
+    standard three reaches it; ``SIGPIPE`` and ``SIGXFSZ``, which Python
+    ignores, are default again.  ``posix_spawn`` cannot change directory, so
+    this process enters ``cwd`` around the call: only for a single-threaded
+    caller (the command line), never for a library one.  Errors are
+    :class:`OSError` as from ``Popen``.
+    """
+    program = _which(argv[0], env)
+    _close_on_exec_all()
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    read_end, write_end = os.pipe()
+    try:
+        os.chdir(cwd)
+        try:
+            pid = os.posix_spawn(
+                program,
+                list(argv),
+                dict(env),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, write_end, 1),
+                    (os.POSIX_SPAWN_DUP2, write_end, 2),
+                ],
+                setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ),
+            )
+        finally:
+            os.fchdir(here)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+        os.close(here)
+    return Spawned(pid, read_end)
+
+
+def _which(program: str, env: Mapping[str, str]) -> str:
+    """``program`` on ``env``'s ``PATH``, as ``Popen`` finds it (a name with a slash as it is)."""
+    if os.sep in program:
+        return program
+    for directory in os.get_exec_path(env):
+        path = os.path.join(directory, program)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    raise FileNotFoundError(2, "No such file or directory", program)
+
+
+def _close_on_exec_all() -> None:
+    """Make every descriptor above the standard three close on exec (``Popen``'s ``close_fds``)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                continue  # the listing's own descriptor, already closed

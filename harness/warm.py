@@ -1,11 +1,4 @@
-"""Warm start: re-run an unchanged cell's tests without compiling, solving or building.
-
-Most runs of a cell change nothing but the code under test... and when that
-code is compiled, even that is a rebuild.  Still, a full run costs a
-compile of the manifests, a read of every lock, a check of every prefix, a
-source fingerprint and rattler's import: a few hundred milliseconds before
-the first test starts.  The warm start skips all of it when it can *prove*
-nothing changed, in the way ``git status`` and ``make`` do: by stat data.
+"""Warm-start records: what a full run writes so that :mod:`harness.warmstart` can replay it.
 
 A full ``harness test`` that prepared a cell writes its **record**
 (``<cache>/warm/<cell>.json``) while it holds the cell's lock:
@@ -25,36 +18,40 @@ A full ``harness test`` that prepared a cell writes its **record**
 - how to run the tests (:class:`harness.execute.TestPlan` without its
   environment, which is recomputed from the prefix's activation cache).
 
-The command line ``harness test [--from ...] CELLS`` also gets an **index**
-entry mapping that invocation (directory, sources, patterns, GPU policy) to
-its records.  The next identical invocation reads the index, compares every
-entry with ``os.stat`` (kind, mtime, ctime, size and inode: ctime cannot be
-set back, and every atomic rewrite is a new inode), and only if all match
-runs :func:`harness.execute.execute` directly, holding each cell's lock as a
-full run does.  Anything else (a changed or new file, a missing record, a
-busy lock, ``--update``) takes the full path, which rewrites the record.
-
-Racy inputs: an input modified less than two seconds before the record's
-snapshot could change again within the file system's timestamp granularity
-without a visible difference, so such a record is not trusted (the full path
-runs and records it again), as git does for its index.
+When every cell of a command line left a record, :func:`write_index` writes
+the command line's **snapshot**: its records, each prefix's activation and
+each command's argv, in the one file a warm start reads.
+:func:`replay` is the part of a warm start that runs after its first
+command started: the tests, the JUnit file, the run report and the summary.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
+import marshal
 import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import inputs
-from harness.inputs import IGNORED_DIRS, Entry, entry_of, stat_entry
+from harness.inputs import Entry, entry_of, stat_entry
+from harness.warmstart import (
+    DIR_NAME,
+    FORMAT,
+    PYTHON,
+    activated_env,
+    changed,
+    ignored,
+    index_dir,
+    listing,
+    material,
+    snapshot_path,
+    watched_env,
+)
 
 if TYPE_CHECKING:
     from harness.cache import Cache
@@ -64,20 +61,8 @@ if TYPE_CHECKING:
     from harness.report import RunReport
     from harness.stages import PreparedCell
 
-FORMAT = 1
-RACY_NS = 2_000_000_000
-RACY_ENV = "HARNESS_WARM_RACY_NS"  # the window, for tests that cannot wait it out
-WATCHED_PREFIXES = ("HARNESS_", "CONDA_", "PIXI_", "RATTLER_", "PYENV_", "XDG_")
-WATCHED_NAMES = ("PATH", "HOME")
-DIR_NAME = "warm"
-INDEX_ENV = "HARNESS_WARM_DIR"
-DISABLE_ENV = "HARNESS_NO_WARM"
 _SKIP_IN_TREE = (".git",)
 _NVIDIA = "/proc/driver/nvidia/version"
-_RECORD_FIELDS: dict[str, type] = {
-    "cell": str, "cache_root": str, "taken_ns": int, "inputs": dict, "outputs": dict, "env": dict,
-    "roles": dict, "plan": dict, "stages": list, "extra_env": dict, "activation_env": dict,
-}
 
 
 # -- what a run saw ------------------------------------------------------------------------------
@@ -91,17 +76,6 @@ class Seen:
     def __init__(self, entries: dict[str, Entry], taken_ns: int) -> None:
         self.entries = entries
         self.taken_ns = taken_ns
-
-
-def watched_env(environ: Mapping[str, str], names: Iterable[str] = ()) -> dict[str, str | None]:
-    """The environment variables a cell's preparation depends on, with their values."""
-    out: dict[str, str | None] = {
-        k: v for k, v in environ.items() if k.startswith(WATCHED_PREFIXES) or k in WATCHED_NAMES
-    }
-    for name in names:
-        out[name] = environ.get(name)
-    out.pop(INDEX_ENV, None)
-    return dict(sorted(out.items()))
 
 
 def _git_entries(root: str) -> dict[str, Entry] | None:
@@ -133,37 +107,11 @@ def _git_entries(root: str) -> dict[str, Entry] | None:
     return {str(path): stat_entry(path) for path in paths}
 
 
-def _listing(path: str, pruned: bool) -> str | None:
-    """A digest of a directory's entry names (``None`` if it is not a readable directory).
-
-    Directories are recorded by what they hold, not by their mtime: another
-    tool creating and removing its own build directory beside the sources
-    changes the mtime but not the names that matter.
-    """
-    import hashlib
-
-    try:
-        with os.scandir(path) as it:
-            names = sorted(
-                e.name
-                for e in it
-                if e.name not in _SKIP_IN_TREE
-                and not (pruned and _ignored(e.name) and e.is_dir(follow_symlinks=False))
-            )
-    except OSError:
-        return None
-    return hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape")).hexdigest()[:24]
-
-
-def _ignored(name: str) -> bool:
-    return (name in IGNORED_DIRS and name != ".git") or name.endswith(".egg-info")
-
-
 def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
     """Every file and directory under ``root`` (symlinks not followed), minus prefixes and caches.
 
     Files are recorded by stat data, directories by the names they hold
-    (:func:`_listing`).  Pruned: ``.git`` (what decides git's listing is
+    (:func:`harness.warmstart.listing`).  Pruned: ``.git`` (what decides git's listing is
     recorded instead: :func:`_git_entries`), directories holding a ``CACHEDIR.TAG`` (prefixes, the
     cache root) and ``skip``.  Outside a git checkout, the source fingerprint
     walks the tree and ignores build and tool directories (``build``,
@@ -193,11 +141,11 @@ def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
             tag = os.path.join(here, "CACHEDIR.TAG")
             out[tag] = stat_entry(tag)
             continue
-        out[here] = ["D", _listing(here, pruned) or "", int(pruned)]
+        out[here] = ["D", listing(here, pruned) or "", int(pruned)]
         for child in children:
             if child.name in _SKIP_IN_TREE or child.path in skipped:
                 continue
-            if pruned and _ignored(child.name) and child.is_dir(follow_symlinks=False):
+            if pruned and ignored(child.name) and child.is_dir(follow_symlinks=False):
                 continue
             if child.is_dir(follow_symlinks=False):
                 stack.append(child.path)
@@ -359,11 +307,12 @@ def write_record(
     return path
 
 
-# -- the invocation index ------------------------------------------------------------------------
+
+# -- the invocation's snapshot ---------------------------------------------------------------------
 
 
 class Invocation:
-    """``harness test`` as typed: what the index is keyed by."""
+    """``harness test`` as typed: what the snapshot is keyed by."""
 
     __slots__ = ("gpu_policy", "patterns", "sources")
 
@@ -372,60 +321,85 @@ class Invocation:
         self.patterns = patterns
         self.gpu_policy = gpu_policy
 
-    def key(self) -> str:
-        from harness import __version__
-        from harness.frozen import digest
-
-        return digest(
-            {
-                "format": FORMAT,
-                "version": __version__,
-                "cwd": os.getcwd(),
-                "sources": [os.path.abspath(s) for s in self.sources],
-                "patterns": list(self.patterns),
-                "gpu": self.gpu_policy,
-            },
-            length=24,
-        )
+    def material(self) -> str:
+        return material(self.sources, self.patterns, self.gpu_policy)
 
 
-def index_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$HARNESS_WARM_DIR``, else ``warm/index`` of ``$HARNESS_CACHE_DIR``, else the user cache."""
-    env = os.environ if environ is None else environ
-    if env.get(INDEX_ENV):
-        return Path(env[INDEX_ENV]).expanduser()
-    if env.get("HARNESS_CACHE_DIR"):
-        return Path(env["HARNESS_CACHE_DIR"]).expanduser() / DIR_NAME / "index"
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "variant-harness" / DIR_NAME
+def write_index(invocation: Invocation, records: Sequence[Path], taken_ns: int) -> Path | None:
+    """Write the snapshot of ``invocation`` from its cells' records (the compile read its inputs after
+    ``taken_ns``); ``None`` and no snapshot when a record cannot be replayed as it stands."""
+    from harness.cache import atomic_write_bytes
+
+    cells = []
+    for path in records:
+        cell = _snapshot_cell(path)
+        if cell is None:
+            drop_index(invocation)
+            return None
+        cells.append(cell)
+    text = invocation.material()
+    snapshot = {
+        "format": FORMAT,
+        "python": PYTHON,
+        "material": text,
+        "taken_ns": taken_ns,
+        "inputs": inputs.noted(),
+        "cells": cells,
+    }
+    target = Path(snapshot_path(text))
+    atomic_write_bytes(target, marshal.dumps(snapshot))
+    return target
 
 
-def write_index(invocation: Invocation, records: Sequence[Path], taken_ns: int) -> Path:
-    """Map ``invocation`` to its cells' records, with the compile's inputs (read after ``taken_ns``)."""
-    from harness.cache import atomic_write_json
+def _snapshot_cell(path: Path) -> dict[str, Any] | None:
+    """A record as the warm start reads it: with its prefixes' activations and its commands' argv."""
+    from harness.frozen import digest
+    from harness.launch import clean_base_env, test_argv
 
-    path = index_dir() / f"{invocation.key()}.json"
-    atomic_write_json(
-        path,
-        {
-            "format": FORMAT,
-            "taken_ns": taken_ns,
-            "inputs": inputs.noted(),
-            "records": [str(p) for p in records],
-        },
-    )
-    return path
+    record = _read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("roles"), dict):
+        return None
+    base_path = clean_base_env().get("PATH", "")
+    activations = {}
+    for role, info in record["roles"].items():
+        stored = _read_json(Path(info["activation"]))
+        want = digest({"records_hash": info["records_hash"], "prefix": info["prefix"], "PATH": base_path})
+        if not isinstance(stored, dict) or stored.get("key") != want:
+            return None
+        activations[role] = {"unset": list(stored.get("unset", [])), "delta": dict(stored["delta"])}
+    plan = record["plan"]
+    argv = {"test": test_argv(plan["command"], [])}
+    if plan["import_check"] is not None:
+        argv["import"] = test_argv(plan["import_check"]["command"], [])
+    if set(argv) - set(activations):
+        return None
+    return {
+        **record,
+        "record_file": str(path),
+        "record_entry": stat_entry(path),
+        "lock": str(_cache_root(record) / "locks" / f"cell-{record['cell']}.lock"),
+        "activations": activations,
+        "argv": argv,
+    }
 
 
 def drop_index(invocation: Invocation) -> None:
-    (index_dir() / f"{invocation.key()}.json").unlink(missing_ok=True)
+    Path(snapshot_path(invocation.material())).unlink(missing_ok=True)
+
+
+def read_index(invocation: Invocation) -> list[dict[str, Any]]:
+    """The cells of ``invocation``'s snapshot, as the warm start would replay them ([] if none)."""
+    from harness.warmstart import read_snapshot
+
+    snapshot = read_snapshot(invocation.material())
+    return list(snapshot["cells"]) if snapshot is not None else []
 
 
 def load_cached(kind: str, material: Any) -> Any | None:
     """A value stored by :func:`store_cached` whose inputs are all unchanged, else ``None``."""
     from harness.frozen import digest
 
-    stored = _read_json(index_dir() / f"{kind}-{digest(material, length=24)}.json")
+    stored = _read_json(Path(index_dir()) / f"{kind}-{digest(material, length=24)}.json")
     if not isinstance(stored, dict) or stored.get("format") != FORMAT:
         return None
     if changed(stored.get("inputs", {}), stored.get("taken_ns", 0)) is not None:
@@ -441,138 +415,9 @@ def store_cached(kind: str, material: Any, value: Any, noted: Mapping[str, Entry
     entries = {**noted, **_code_entries()}
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
         atomic_write_json(
-            index_dir() / f"{kind}-{digest(material, length=24)}.json",
+            Path(index_dir()) / f"{kind}-{digest(material, length=24)}.json",
             {"format": FORMAT, "taken_ns": taken_ns, "inputs": entries, "value": value},
         )
-
-
-# -- checking --------------------------------------------------------------------------------------
-
-
-def changed(entries: Mapping[str, Entry], taken_ns: int | None) -> str | None:
-    """The first entry that no longer matches (or is racy against ``taken_ns``), or ``None``."""
-    racy = int(os.environ.get(RACY_ENV) or RACY_NS)
-    for path, want in entries.items():
-        if want is not None and want[0] == "D":
-            if _listing(path, bool(want[2])) != want[1]:
-                return f"{path}: entries added or removed"
-            continue
-        have = stat_entry(path, follow=not (want is not None and want[0] == "l"))
-        if have != want:
-            if want is None:
-                return f"{path} appeared"
-            if have is None:
-                return f"{path} disappeared"
-            return f"{path} changed"
-        if taken_ns is not None and want is not None and max(want[1], want[2]) >= taken_ns - racy:  # type: ignore[type-var,operator]
-            return f"{path} changed just before the last run"
-    return None
-
-
-def check_record(record: Any) -> str | None:
-    """Why ``record`` cannot be replayed, or ``None``."""
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        return "no record"
-    plan = record.get("plan")
-    if not all(isinstance(record.get(k), t) for k, t in _RECORD_FIELDS.items()) or not all(
-        isinstance(plan.get(k), str) for k in ("command", "cwd", "junit", "logs")  # type: ignore[union-attr]
-    ):
-        return "record unreadable"  # edited by hand: the full path writes a new one
-    if watched_env(os.environ, record.get("env_names", [])) != record.get("env"):
-        return "environment changed"
-    return changed(record["inputs"], record["taken_ns"]) or changed(record["outputs"], None)
-
-
-# -- replaying -------------------------------------------------------------------------------------
-
-
-class Args:
-    """The few options of ``harness test`` a warm start understands (anything else: full path)."""
-
-    __slots__ = ("cells", "gpu", "quiet", "sources")
-
-    def __init__(self) -> None:
-        self.cells: list[str] = []
-        self.sources: list[str] = []
-        self.gpu = "skip"
-        self.quiet = False
-
-
-_WITH_VALUE = {"--from": "sources", "--gpu": "gpu"}
-
-
-def _parse(argv: Sequence[str]) -> tuple[Args, list[str]] | None:
-    """``test [--from SRC]... [--gpu P] [-q] CELL... [-- ARGS]`` by hand: argparse costs a warm run 7 ms."""
-    own = list(argv)
-    extra: list[str] = []
-    if "--" in own:
-        i = own.index("--")
-        own, extra = own[:i], own[i + 1 :]
-    if own[:1] != ["test"]:
-        return None
-    args = Args()
-    words = iter(own[1:])
-    for word in words:
-        name, eq, value = word.partition("=")
-        if name in _WITH_VALUE:
-            if not eq:
-                value = next(words, "")
-            if not value:
-                return None
-            if name == "--from":
-                args.sources.append(value)
-            else:
-                args.gpu = value
-        elif word in ("-q", "--quiet"):
-            args.quiet = True
-        elif word.startswith("-"):
-            return None  # --update, --repair, --help, anything new: the full path decides
-        else:
-            args.cells.append(word)
-    return (args, extra) if args.cells else None
-
-
-def invocation_of(args: Args) -> Invocation:
-    return Invocation(tuple(args.sources), tuple(args.cells), args.gpu)
-
-
-def try_warm(argv: Sequence[str]) -> int | None:
-    """Run ``harness test ...`` from its records when nothing changed; ``None`` = take the full path."""
-    if os.environ.get(DISABLE_ENV):
-        return None
-    parsed = _parse(argv)
-    if parsed is None:
-        return None
-    args, extra = parsed
-    index = _read_json(index_dir() / f"{invocation_of(args).key()}.json")
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        return None
-    if changed(index.get("inputs", {}), index.get("taken_ns", 0)) is not None:
-        return None
-    try:
-        records = [_read_json(Path(p)) for p in index.get("records", [])]
-        if not records or any(check_record(r) is not None for r in records):
-            return None
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-        return None  # a record edited by hand: the full path writes a new one
-    with ExitStack() as stack:
-        for record in records:
-            if not _try_lock(stack, _lock_file(record)):
-                return None
-        # Another run may have changed a cell between the check and the lock.
-        if any(check_record(_read_json(_record_file(r))) is not None for r in records):
-            return None
-        # The first command starts now, and the modules that read its results
-        # load while it runs: on two cores the import time disappears.
-        first = _launch_first(records[0], extra)
-        if first is None:
-            return None
-        try:
-            return _replay(records, extra, quiet=args.quiet, launched=first)
-        finally:
-            if first.proc.poll() is None:  # an error before it was read: never leave it behind
-                first.proc.kill()
-                first.proc.wait()
 
 
 def _read_json(path: Path) -> Any:
@@ -587,67 +432,38 @@ def _cache_root(record: Mapping[str, Any]) -> Path:
     return Path(record["cache_root"])
 
 
-def _lock_file(record: Mapping[str, Any]) -> Path:
-    return _cache_root(record) / "locks" / f"cell-{record['cell']}.lock"
+# -- replaying ---------------------------------------------------------------------------------------
 
 
-def _record_file(record: Mapping[str, Any]) -> Path:
-    return _cache_root(record) / DIR_NAME / f"{record['cell']}.json"
+def plan_of(record: Mapping[str, Any], activations: Mapping[str, Any] | None = None) -> TestPlan | None:
+    """The test plan a record describes, with environments recomputed as a full run would.
 
-
-def _try_lock(stack: ExitStack, path: Path) -> bool:
-    """Take the cell's lock (the same ``flock`` as :class:`filelock.FileLock`) without waiting."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # filelock removes its file on release: a lock on a file that is no
-        # longer at ``path`` excludes nobody.
-        if os.fstat(fd).st_ino != os.stat(path).st_ino:
-            raise OSError("lock file replaced")
-    except OSError:
-        os.close(fd)
-        return False
-
-    def release() -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-    stack.callback(release)
-    return True
-
-
-def _env(role: Mapping[str, Any], extra: Mapping[str, str]) -> dict[str, str] | None:
-    from harness.frozen import digest
-    from harness.launch import clean_base_env, expand
-
-    base = clean_base_env()
-    stored = _read_json(Path(role["activation"]))
-    key = digest({"records_hash": role["records_hash"], "prefix": role["prefix"], "PATH": base.get("PATH", "")})
-    if not isinstance(stored, dict) or stored.get("key") != key:
-        return None
-    unset = set(stored.get("unset", []))
-    env = {k: v for k, v in base.items() if k not in unset}
-    env.update(stored["delta"])
-    for name, value in extra.items():
-        env[name] = expand(str(value), env)
-    return env
-
-
-def plan_of(record: Mapping[str, Any]) -> TestPlan | None:
-    """The test plan a record describes, with environments recomputed as a full run would."""
+    ``activations`` are the prefixes' activations (a snapshot holds them);
+    without them they are read from each prefix's activation cache.
+    """
     from harness.execute import ImportCheck, TestPlan
+    from harness.launch import clean_base_env
 
     roles = record["roles"]
-    test_env = _env(roles["test"], record["activation_env"]) if "test" in roles else None
+    if activations is None:
+        cell = _snapshot_cell(Path(record["cache_root"]) / DIR_NAME / f"{record['cell']}.json")
+        if cell is None:
+            return None
+        activations = cell["activations"]
+    base = clean_base_env()
+
+    def env_of(role: str) -> dict[str, str] | None:
+        if role not in roles or role not in activations:
+            return None
+        return activated_env(activations[role], record["activation_env"], base)
+
+    test_env = env_of("test")
     if test_env is None:
         return None
     plan = record["plan"]
     check = None
     if plan["import_check"] is not None:
-        import_env = _env(roles["import"], record["activation_env"]) if "import" in roles else None
+        import_env = env_of("import")
         if import_env is None:
             return None
         check = ImportCheck(plan["import_check"]["command"], import_env, plan["import_check"]["package"])
@@ -663,65 +479,38 @@ def plan_of(record: Mapping[str, Any]) -> TestPlan | None:
     )
 
 
-def _launch_first(record: Mapping[str, Any], extra_args: Sequence[str]) -> Launched | None:
-    """Start the first command :func:`harness.execute.execute` will run for ``record``."""
-    from harness.errors import HarnessError
-    from harness.launch import launch
-
-    roles, plan = record["roles"], record["plan"]
-    check = plan["import_check"]
-    role = "import" if check is not None else "test"
-    if role not in roles:
-        return None
-    env = _env(roles[role], record["activation_env"])
-    if env is None:
-        return None
-    logs = Path(plan["logs"])
-    try:
-        return launch(
-            record["cell"],
-            check["command"] if check is not None else plan["command"],
-            env={**env, **record["extra_env"]},
-            cwd=Path(plan["cwd"]),
-            extra_args=() if check is not None else extra_args,
-            junit_path=Path(plan["junit"]),
-            log_path=logs / ("import-check.log" if check is not None else "test.log"),
-            pycache=Path(plan["pycache"]) if plan.get("pycache") else None,
-        )
-    except HarnessError:
-        return None  # the full path reports it as the cell's error
-
-
-def _replay(
-    records: Sequence[Mapping[str, Any]],
+def replay(
+    cells: Sequence[Mapping[str, Any]],
     extra_args: Sequence[str],
     *,
     quiet: bool,
     launched: Launched | None = None,
 ) -> int | None:
+    """Run the tests of a snapshot's cells (the first command already ``launched``), as a full run
+    would once everything is cached: the same JUnit file, run report (``"warm": true``) and summary."""
     from harness.cache import Cache
     from harness.execute import execute
     from harness.report import CACHED, RunReport
     from harness.summary import exit_code, render_plain, summary_rows
 
-    plans = [plan_of(record) for record in records]
+    plans = [plan_of(cell, cell["activations"]) for cell in cells]
     if any(plan is None for plan in plans):
-        return None  # cannot happen after _launch_first succeeded, but never run half a record
+        return None  # cannot happen after the first command started, but never run half a snapshot
     listener = None if quiet else _Lines()
     report = RunReport(listener=listener)
     outcomes = {}
-    for record, plan in zip(records, plans, strict=True):
-        for marker in record.get("used", []):  # `harness gc --older-than` sees the cell in use
+    for cell, plan in zip(cells, plans, strict=True):
+        for marker in cell.get("used", []):  # `harness gc --older-than` sees the cell in use
             with contextlib.suppress(OSError):
                 os.utime(marker)
-        for stage, reason in record["stages"]:
-            report.record(record["cell"], stage, CACHED, f"warm: {reason}" if reason else "warm")
+        for stage, reason in cell["stages"]:
+            report.record(cell["cell"], stage, CACHED, f"warm: {reason}" if reason else "warm")
         if not quiet:
-            print(f"[harness] {record['cell']} warm start: {len(record['stages'])} stages cached, "
-                  f"{len(record['inputs']) + len(record['outputs'])} paths unchanged",
+            print(f"[harness] {cell['cell']} warm start: {len(cell['stages'])} stages cached, "
+                  f"{len(cell['inputs']) + len(cell['outputs'])} paths unchanged",
                   file=sys.stderr, flush=True)
-        outcomes[record["cell"]] = execute(
-            plan, report, extra_args=extra_args, extra_env=record["extra_env"], launched=launched
+        outcomes[cell["cell"]] = execute(
+            plan, report, extra_args=extra_args, extra_env=cell["extra_env"], launched=launched
         )
         launched = None  # only the first command was started early
     report.extra["tests"] = {cid: o.to_json() for cid, o in outcomes.items()}
@@ -729,9 +518,9 @@ def _replay(
     report.extra["errors"] = {}
     report.extra["warm"] = True
     paths = []
-    for root in dict.fromkeys(_cache_root(r) for r in records):
+    for root in dict.fromkeys(_cache_root(c) for c in cells):
         paths.append(report.write(Cache(root)))
-    rows = summary_rows(report, outcomes, [r["cell"] for r in records])
+    rows = summary_rows(report, outcomes, [c["cell"] for c in cells])
     sys.stdout.write("\n")
     render_plain(rows, sys.stdout)
     sys.stdout.flush()

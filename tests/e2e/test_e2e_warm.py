@@ -164,7 +164,7 @@ def test_a_record_taken_right_after_a_change_is_not_trusted(project: Path, tmp_p
 
 
 def test_a_busy_cell_is_not_replayed_in_process(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import warm
+    from harness import warmstart
 
     env = env_for(tmp_path)
     harness_test(project, env)
@@ -175,7 +175,7 @@ def test_a_busy_cell_is_not_replayed_in_process(project: Path, tmp_path: Path, m
     monkeypatch.chdir(project)
     argv = ["test", "--from", str(project / "pixi.toml"), CELL]
     record = json.loads((tmp_path / "cache" / "warm" / f"{CELL}.json").read_text())
-    assert warm.check_record(record) is None  # replayable, but for the lock:
+    assert warmstart.check_record(record) is None  # replayable, but for the lock:
     with FileLock(tmp_path / "cache" / "locks" / f"cell-{CELL}.lock"):
-        assert warm.try_warm(argv) is None  # another run holds the cell
-    assert warm.try_warm(["test", "--update", "--from", str(project / "pixi.toml"), CELL]) is None
+        assert warmstart.try_warm(argv) is None  # another run holds the cell
+    assert warmstart.try_warm(["test", "--update", "--from", str(project / "pixi.toml"), CELL]) is None

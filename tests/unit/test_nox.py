@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import MatrixError
-from harness.nox import cell_tags, collect_cells, describe_cell, inner_command
+from harness.nox import cell_tags, collect_cells, describe_cell, harness_argv, inner_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,11 +126,24 @@ def test_inner_command_passes_extra_arguments_to_test_only() -> None:
         "py", "-m", "harness", "test", "--from", "m/a.toml", "py312-cu13", "--", "-k", "foo",
     ]
     assert inner_command("test", Path("a.toml"), "c", []) == [
-        sys.executable, "-m", "harness", "test", "--from", "a.toml", "c",
+        *harness_argv(), "test", "--from", "a.toml", "c",
     ]
     assert inner_command("build", "a.toml", "c", ["-k", "foo"], python="py") == [
         "py", "-m", "harness", "build", "--from", "a.toml", "c",
     ]
+
+
+def test_sessions_start_the_installed_script_beside_the_interpreter(tmp_path: Path, monkeypatch) -> None:
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    monkeypatch.setattr(sys, "executable", str(python))
+    assert harness_argv() == [str(python), "-m", "harness"]  # no script: python -m harness
+    script = python.parent / "harness"
+    script.write_text("#!python\n")
+    assert harness_argv() == [str(python), "-m", "harness"]  # not executable: not a command
+    script.chmod(0o755)
+    assert harness_argv() == [str(script)]
+    assert harness_argv("py") == ["py", "-m", "harness"]  # another interpreter: its own module
 
 
 # -- cells, tags, duplicates, broken files (in process: no nox) -----------------------------

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from harness import inputs, warm
+from harness import inputs, warm, warmstart
 from harness.summary import SummaryRow, render_plain, render_summary
 
 PAST_NS = 1_000_000_000 * 1_600_000_000  # 2020: older than any write the test makes
@@ -95,9 +95,9 @@ def test_any_change_to_a_tree_is_seen(tmp_path_factory: pytest.TempPathFactory, 
     root = tmp_path_factory.mktemp("tree")
     made = make_tree(root, files)
     entries = warm.tree_entries(root)
-    assert warm.changed(entries, None) is None  # nothing changed yet: the snapshot reproduces
+    assert warmstart.changed(entries, None) is None  # nothing changed yet: the snapshot reproduces
     mutate(root, made, how, pick)
-    assert warm.changed(entries, None) is not None, how
+    assert warmstart.changed(entries, None) is not None, how
 
 
 def test_prefixes_and_cache_roots_in_the_tree_are_left_out(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_prefixes_and_cache_roots_in_the_tree_are_left_out(tmp_path: Path) -> No
     assert str(tmp_path / "src" / "m.py") in entries
     assert not any(p.startswith(str(cache) + os.sep + "envs") for p in entries)
     (cache / "reports").mkdir()  # what every run writes does not invalidate the record
-    assert warm.changed(entries, None) is None
+    assert warmstart.changed(entries, None) is None
 
 
 def test_a_source_tree_inside_a_checkout_watches_what_git_lists_by(tmp_path: Path) -> None:
@@ -127,50 +127,52 @@ def test_a_source_tree_inside_a_checkout_watches_what_git_lists_by(tmp_path: Pat
         subprocess.run(["git", *args], cwd=top, check=True, capture_output=True)
     entries = warm.tree_entries(src)
     assert str(top / ".git" / "index") in entries and str(top / ".gitignore") in entries
-    assert warm.changed(entries, None) is None
+    assert warmstart.changed(entries, None) is None
     (top / ".gitignore").write_text("")  # data.bin is now listed: the fingerprint changes
-    assert warm.changed(entries, None) == f"{top / '.gitignore'} changed"
+    assert warmstart.changed(entries, None) == f"{top / '.gitignore'} changed"
     entries = warm.tree_entries(src)
     subprocess.run(["git", "add", "-f", "pkgs/mine/data.bin"], cwd=top, check=True, capture_output=True)
-    assert warm.changed(entries, None) == f"{top / '.git' / 'index'} changed"
+    assert warmstart.changed(entries, None) == f"{top / '.git' / 'index'} changed"
 
 
 def test_a_record_edited_by_hand_is_not_replayed() -> None:
-    assert warm.check_record({"format": warm.FORMAT, "cell": 3}) == "record unreadable"
-    assert warm.check_record({"format": warm.FORMAT, "cell": "c", "cache_root": "/x", "taken_ns": 1,
+    assert warmstart.check_record({"format": warmstart.FORMAT, "cell": 3}) == "record unreadable"
+    assert warmstart.check_record({"format": warmstart.FORMAT, "cell": "c", "cache_root": "/x", "taken_ns": 1,
                               "inputs": {}, "outputs": {}, "env": {}, "roles": {}, "plan": {},
                               "stages": [], "extra_env": {}, "activation_env": {}}) == "record unreadable"
-    assert warm.check_record(None) == "no record"
+    assert warmstart.check_record(None) == "no record"
 
 
 def test_racy_entries_are_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(warm.RACY_ENV, raising=False)
+    monkeypatch.delenv(warmstart.RACY_ENV, raising=False)
     path = tmp_path / "f"
     path.write_text("x")
     entries = {str(path): inputs.stat_entry(path)}
     now = path.stat().st_ctime_ns
-    assert "just before" in (warm.changed(entries, now) or "")
-    assert warm.changed(entries, now + warm.RACY_NS + 1_000_000_000) is None
+    assert "just before" in (warmstart.changed(entries, now) or "")
+    assert warmstart.changed(entries, now + warmstart.RACY_NS + 1_000_000_000) is None
 
 
 def test_watched_environment() -> None:
     env = {"PATH": "/bin", "HARNESS_X": "1", "CONDA_OVERRIDE_CUDA": "13", "TERM": "xterm", "MY_FLAG": "a"}
-    watched = warm.watched_env(env, ["MY_FLAG", "UNSET"])
+    watched = warmstart.watched_env(env, ["MY_FLAG", "UNSET"])
     assert watched == {"CONDA_OVERRIDE_CUDA": "13", "HARNESS_X": "1", "MY_FLAG": "a", "PATH": "/bin", "UNSET": None}
-    assert warm.watched_env({**env, "TERM": "dumb"}, ["MY_FLAG", "UNSET"]) == watched
-    assert warm.watched_env({**env, "MY_FLAG": "b"}, ["MY_FLAG", "UNSET"]) != watched
+    assert warmstart.watched_env({**env, "TERM": "dumb"}, ["MY_FLAG", "UNSET"]) == watched
+    assert warmstart.watched_env({**env, "MY_FLAG": "b"}, ["MY_FLAG", "UNSET"]) != watched
 
 
 def test_invocations_are_keyed_by_what_was_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    a = warm.Invocation(("m.toml",), ("py312-*",), "skip")
-    assert a.key() == warm.Invocation((str(tmp_path / "m.toml"),), ("py312-*",), "skip").key()
-    assert a.key() != warm.Invocation(("m.toml",), ("py313-*",), "skip").key()
-    assert a.key() != warm.Invocation(("m.toml",), ("py312-*",), "require").key()
-    assert warm._parse(["test", "--update", "x"]) is None
-    assert warm._parse(["test", "--repair", "x"]) is None
-    assert warm._parse(["test"]) is None
-    args, extra = warm._parse(["test", "--from", "m.toml", "x", "-q", "--", "-k", "y"])  # type: ignore[misc]
+    a = warm.Invocation(("m.toml",), ("py312-*",), "skip").material()
+    assert a == warm.Invocation((str(tmp_path / "m.toml"),), ("py312-*",), "skip").material()
+    assert a != warm.Invocation(("m.toml",), ("py313-*",), "skip").material()
+    assert a != warm.Invocation(("m.toml",), ("py312-*",), "require").material()
+    assert a != warm.Invocation(("m.toml",), ("py312-*", "x"), "skip").material()
+    assert warmstart.key(a) != warmstart.key(a + " ")
+    assert warmstart.parse(["test", "--update", "x"]) is None
+    assert warmstart.parse(["test", "--repair", "x"]) is None
+    assert warmstart.parse(["test"]) is None
+    args, extra = warmstart.parse(["test", "--from", "m.toml", "x", "-q", "--", "-k", "y"])  # type: ignore[misc]
     assert (args.sources, args.cells, args.quiet, extra) == (["m.toml"], ["x"], True, ["-k", "y"])
 
 
