@@ -6,9 +6,12 @@ Builds and tests the demo's first cell, then seven more (Python 3.12 and 3.13
 x CUDA 12 and 13 x dev and release), in a fresh cache root and a fresh conda
 package cache, and counts the real blocks (st_blocks x 512) of every inode
 under both, each inode once however many prefixes hard-link it.  Target:
-8 cells <= 1.2 x one cell.  The same figure without the offline channel and
-the package cache (what the cells add on top of what they share) is printed
-too, and where the per-cell blocks go.
+8 cells <= 1.2 x one cell.  Files that are hard links of the interpreters'
+own bytecode (the standard library's ``.pyc`` files, which the harness links
+instead of compiling again) existed before the harness ran and are not
+counted; the figure that counts them is printed too, as is the figure
+without the offline channel and the package cache (what the cells add on top
+of what they share), and where the per-cell blocks go.
 """
 
 from __future__ import annotations
@@ -49,6 +52,25 @@ def blocks(paths: list[Path], seen: set[tuple[int, int]] | None = None) -> int:
     return total
 
 
+def interpreter_bytecode(cache: Path) -> set[tuple[int, int]]:
+    """The inodes of the ``.pyc`` files the cells' interpreters ship (found through the
+    prefixes' ``pyvenv.cfg``): on disk before any cell existed."""
+    homes = set()
+    for cfg in cache.glob("envs/*/*/pyvenv.cfg"):
+        for line in cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                homes.add(Path(value.strip()).parent / "lib")
+    seen: set[tuple[int, int]] = set()
+    for lib in homes:
+        for dirpath, _dirnames, filenames in os.walk(lib):
+            for name in filenames:
+                if name.endswith(".pyc"):
+                    st = os.lstat(os.path.join(dirpath, name))
+                    seen.add((st.st_dev, st.st_ino))
+    return seen
+
+
 def where(root: Path) -> Counter[str]:
     """Blocks per kind of thing under the cache root (prefix files vs. conda-meta vs. directories...)."""
     out: Counter[str] = Counter()
@@ -87,17 +109,24 @@ def main() -> None:
         run([FIRST], env)
         shared = [cache / "channels", pkgs]
         cells_only = [p for p in cache.iterdir() if p.name != "channels"]
-        one_all, one_cells = blocks([cache, pkgs]), blocks(cells_only)
-        one_cells_over_shared = blocks([cache, pkgs]) - blocks(shared)
+        one_counted = blocks([cache, pkgs])
+        one_all = blocks([cache, pkgs], interpreter_bytecode(cache))
+        one_cells = blocks(cells_only)
+        one_cells_over_shared = one_all - blocks(shared)
         run(MORE, env)
         cells_only = [p for p in cache.iterdir() if p.name != "channels"]
-        eight_all, eight_cells = blocks([cache, pkgs]), blocks(cells_only)
-        eight_cells_over_shared = blocks([cache, pkgs]) - blocks(shared)
+        eight_counted = blocks([cache, pkgs])
+        eight_all = blocks([cache, pkgs], interpreter_bytecode(cache))
+        eight_cells = blocks(cells_only)
+        eight_cells_over_shared = eight_all - blocks(shared)
         breakdown = where(cache)
     mb = 1 / 1e6
     print(f"demo cells: 1 = {FIRST}; 8 = it and {', '.join(MORE)}")
     print(f"  everything (cache root + package cache): 1 cell {one_all * mb:6.1f} MB, "
           f"8 cells {eight_all * mb:6.1f} MB, ratio {eight_all / one_all:.2f} (target <= 1.2)")
+    print(f"  the same, counting links to the interpreters' own bytecode: 1 cell "
+          f"{one_counted * mb:5.1f} MB, 8 cells {eight_counted * mb:5.1f} MB, ratio "
+          f"{eight_counted / one_counted:.2f}")
     print(f"  cells alone (hard links to the package cache counted there): 1 cell "
           f"{one_cells_over_shared * mb:5.2f} MB, 8 cells {eight_cells_over_shared * mb:5.2f} MB "
           f"({eight_cells_over_shared / 8 * mb:.2f} MB per cell)")

@@ -83,14 +83,14 @@ def breakdown(snapshot: dict, cell: str) -> list[tuple[str, float]]:
 
     rows: list[tuple[str, float]] = []
     py = [sys.executable, "-c"]
-    base = min(timed([*py, "pass"], env=None, cwd=ROOT) for _ in range(5))
+    base = min(timed([*py, "pass"], env=None, cwd=ROOT) for _ in range(15))
     rows.append(("interpreter start-up", base))
     before = "import harness.cli, harness.warmstart, harness.launch"
     after = before + ", harness.warm, harness.execute, harness.summary, harness.cache, harness.report"
-    first = min(timed([*py, before], env=None, cwd=ROOT) for _ in range(5)) - base
+    first = min(timed([*py, before], env=None, cwd=ROOT) for _ in range(15)) - base
     rows.append(("imports before the tests start", first))
     rows.append(("imports while the tests run (overlapped)",
-                 min(timed([*py, after], env=None, cwd=ROOT) for _ in range(5)) - base - first))
+                 min(timed([*py, after], env=None, cwd=ROOT) for _ in range(15)) - base - first))
     start = time.perf_counter()
     for _ in range(20):
         again = read_snapshot(snapshot["material"])

@@ -143,6 +143,19 @@ def compatible(value: str, spec: str) -> bool:
     return False
 
 
+def _row_allowed(
+    keys: Sequence[str], row: Sequence[str], specs: Mapping[str, Sequence[str]], explicit: Mapping[str, str]
+) -> bool:
+    """Whether one combination of variant values satisfies the environment's specs and the axes."""
+    for k, v in zip(keys, row, strict=True):
+        if k in explicit:
+            if variant_spec(explicit[k]) != variant_spec(v):
+                return False
+        elif not all(compatible(v, s) for s in specs.get(k, ())):
+            return False
+    return True
+
+
 def assign(
     space: VariantSpace,
     used: Iterable[str],
@@ -160,19 +173,10 @@ def assign(
     assignment: dict[str, str] = {}
     provenance: dict[str, str] = {}
     for keys, rows in space.groups(used):
-        allowed = []
-        for row in rows:
-            ok = True
-            for k, v in zip(keys, row, strict=True):
-                if k in explicit:
-                    ok = ok and variant_spec(explicit[k]) == variant_spec(v)
-                else:
-                    ok = ok and all(compatible(v, s) for s in specs.get(k, ()))
-            if ok:
-                allowed.append(row)
+        allowed = [row for row in rows if _row_allowed(keys, row, specs, explicit)]
         label = ", ".join(keys)
-        offered = "; ".join(", ".join(r) for r in rows)
         if not allowed:
+            offered = "; ".join(", ".join(r) for r in rows)
             asked = "; ".join(
                 f"{k} {explicit[k]} (matrix axis)" if k in explicit else f"{k} {' and '.join(specs.get(k, ('*',)))}"
                 for k in keys
