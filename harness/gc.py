@@ -65,6 +65,9 @@ the cell's JUnit file.  ``--older-than 0`` removes everything gc may remove.
   is skipped and reported.  A root that does not look like a harness cache (a
   ``.gitignore`` holding ``*`` and the standard subdirectories) is refused
   with an error, so a mistyped ``HARNESS_CACHE_DIR`` cannot empty a directory.
+- The temporary file of an atomic write (a record, the lock, a JUnit file)
+  that a killed run never renamed goes once it is ten minutes old: no write
+  takes that long, so none in progress is touched.
 - Each directory is first renamed to a ``.gc-trash-`` sibling (atomic) and
   then deleted, so a gc killed halfway never leaves a half-deleted prefix or
   build directory that a later run would trust; the next gc deletes the rest.
@@ -121,6 +124,7 @@ LEFTOVER = "leftover"  # what an interrupted build or gc left behind
 MARKER = "marker"  # used/...: when a run last used a cell or a build (not listed in text)
 BYTECODE = "bytecode"  # pycache/<...>/envs/<cell>: bytecode of the cell's prefixes
 SHARED_PYC = "pyc-store"  # bytecode/<tag>/<key>.pyc: shared bytecode no mirrored file links
+TEMPORARY = "temporary"  # .<name>...tmp: an atomic write that a killed run never renamed
 
 #: Where :mod:`harness.warm` keeps its per-cell records (``<cell>.json``).
 WARM_DIR = "warm"
@@ -135,6 +139,11 @@ _ARTIFACT = re.compile(r"^([0-9a-f]{8,64})-([0-9a-f]{8,64})$")
 _PUBLISHING = re.compile(r"^\.([0-9a-f]{8,64})-([0-9a-f]{8,64})\.tmp-\d+$")
 _TRASH = re.compile(rf"^{re.escape(TRASH_PREFIX)}(\d+)-")
 _RUN_REPORT = re.compile(r"^run-.+\.json$")
+#: The temporary names of the harness's atomic writes: ``cache.atomic_write_*`` (mkstemp),
+#: the lock file (``.pixi.lock.tmp-<pid>``) and the JUnit file (``.<cell>.xml.<pid>.partial``).
+_TEMPORARY = re.compile(r"^\..+(\.[a-z0-9_]{8}\.tmp|\.tmp-\d+|\.\d+\.partial)$")
+#: A temporary file this old belongs to no write in progress: each takes milliseconds.
+TEMPORARY_AGE = 600.0
 _trash_counter = itertools.count()
 
 
@@ -442,6 +451,7 @@ def _scan(cache: Cache) -> _Scan:
                 cells.setdefault(stem, []).append(_Entry(base / name, kind, cell=stem))
     loose += [_Entry(cache.reports_dir / n, REPORT) for n in _names(cache.reports_dir)
               if _RUN_REPORT.match(n)]
+    loose += [_Entry(path, TEMPORARY) for path in _temporary_files(cache)]
     builds_used = cache.root / USED_DIR / "builds"
     for base, kind in ((cache.build_dir, BUILD), (cache.artifacts_dir, ARTIFACT),
                        (builds_used, MARKER)):
@@ -465,6 +475,32 @@ def _scan(cache: Cache) -> _Scan:
         keys={k: tuple(v) for k, v in keys.items()},
         loose=tuple(loose),
     )
+
+
+def _temporary_files(cache: Cache) -> list[Path]:
+    """The atomic writes' temporary files in the directories the harness writes them to.
+
+    Builds, prefixes' own files, the bytecode mirror and the offline channel
+    clean up after themselves; these are the files of the harness's records:
+    the root, ``solve/<cell>/``, ``warm/``, ``reports/``, ``used/`` and each
+    prefix's ``conda-meta/`` (its activation cache).
+    """
+    root = cache.root
+    places = [root, root / WARM_DIR, root / WARM_DIR / "index", cache.reports_dir,
+              cache.reports_dir / "junit", root / USED_DIR / "cells"]
+    places += [root / "solve" / name for name in _names(root / "solve")]
+    places += [root / USED_DIR / "builds" / name for name in _names(root / USED_DIR / "builds")]
+    for cell in _names(cache.envs_dir):
+        places += [cache.envs_dir / cell / role / "conda-meta" for role in _names(cache.envs_dir / cell)]
+    found = []
+    for place in places:
+        if place.is_symlink():
+            continue
+        for name in _names(place):
+            path = place / name
+            if _TEMPORARY.match(name) and not path.is_symlink() and path.is_file():
+                found.append(path)
+    return found
 
 
 def bytecode_dir(cache: Cache) -> Path:
@@ -839,6 +875,9 @@ def gc_root(
     for entry in scan.loose:
         if entry.kind == LEFTOVER and not _trash_pid_alive(entry.path.name):
             col.remove(entry, "left by an interrupted gc")
+        elif entry.kind == TEMPORARY and now - _mtime(entry.path) > TEMPORARY_AGE:
+            if not any(entry.path.is_relative_to(gone.path) for gone in col.removed):
+                col.remove(entry, "a temporary file that an interrupted run left")
         elif entry.kind == REPORT and older_than_days is not None and cutoff is not None:
             last = _mtime(entry.path)
             if last <= cutoff:

@@ -48,6 +48,7 @@ from harness import faults
 from harness.build.driver import ARTIFACT_META, INCOMPLETE, artifact_records, read_artifact
 from harness.cache import CACHE_ENV, PKGS_ENV, Cache
 from harness.cell import Cell
+from harness.gc import TEMPORARY_AGE, gc_root
 from harness.loader import find_cells
 from harness.lock import lock_path, read_lock, records_digest, sidecar_path
 from harness.prefix import INCOMPLETE_MARKER, installed_hash, meta_dir, verify_prefix
@@ -398,6 +399,12 @@ def check_after_kill(
         # A build directory stays marked only while its backend runs: once the run
         # after a kill has its artifact, no build directory is left marked.
         assert not after.build_markers, after.build_markers
+        # gc, once no write can own them, removes those temporary files and nothing the cell uses.
+        cells = find_cells([reference.cell_id], [project.matrix])
+        report = gc_root(Cache(root), cells, now=time.time() + TEMPORARY_AGE + 1)
+        assert {r.kind for r in report.removed} <= {"temporary", "leftover"}, report.removed
+        assert not Leftovers.of(root).tmp, Leftovers.of(root).tmp
+        assert verify_complete(project, root, reference.cell_id) == reference.snapshot
     except AssertionError as exc:
         raise AssertionError(f"after a kill at {label}: {exc}") from None
 

@@ -6,16 +6,20 @@ import argparse
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from harness.cache import Cache
+from harness.cache import Cache, atomic_write_text
 from harness.errors import HarnessError
 from harness.gc import (
+    TEMPORARY_AGE,
     TRASH_PREFIX,
+    RootReport,
     _days,
     _Tally,
+    _temporary_files,
     check_root,
     delete,
     gc_root,
@@ -99,6 +103,58 @@ def test_trash_of_a_finished_gc_is_removed_and_a_running_gcs_is_left(tmp_path: P
     assert [(r.kind, r.path, r.reason) for r in report.removed] == [
         ("leftover", dead, "left by an interrupted gc")]
     assert alive.is_dir() and not dead.exists()
+
+
+def test_temporary_files_of_killed_writes_go_once_no_write_can_own_them(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache").ensure()
+    prefix_meta = cache.envs_dir / "py312" / "test" / "conda-meta"
+    in_cells = [  # found in a cell's state (which gc removes as a whole when the cell is gone)
+        cache.root / "solve" / "py312" / f".pixi.lock.tmp-{os.getpid() + 1}",  # lock.write_lock
+        prefix_meta / ".harness-activation.ab12cd34.tmp",  # activation cache
+    ]
+    loose = [
+        cache.reports_dir / "junit" / ".py312.xml.4242.partial",  # run.write_junit
+        cache.root / "warm" / ".py312.json.k3x_9q2a.tmp",  # cache.atomic_write_text
+        cache.root / ".CACHEDIR.TAG.0a1b2c3d.tmp",
+    ]
+    kept = [cache.root / "solve" / "py312" / "pixi.lock", prefix_meta / "harness-activation",
+            cache.root / "warm" / ".hidden-but-not-temporary", cache.root / "warm" / "x.tmp"]
+    for path in [*in_cells, *loose, *kept]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half a file")
+    assert sorted(_temporary_files(cache)) == sorted([*in_cells, *loose])
+
+    def temporary(report: RootReport) -> list[Path]:
+        return sorted(r.path for r in report.removed if r.kind == "temporary")
+
+    assert temporary(gc_root(cache, [], dry_run=True, now=time.time())) == []  # a write may own them
+    later = time.time() + TEMPORARY_AGE + 1
+    assert temporary(gc_root(cache, [], dry_run=True, now=later)) == sorted(loose)
+    assert all(path.exists() for path in loose)  # a dry run only says so
+    report = gc_root(cache, [], now=later)
+    assert temporary(report) == sorted(loose)
+    assert {r.reason for r in report.removed if r.kind == "temporary"} == {
+        "a temporary file that an interrupted run left"}
+    assert not any(path.exists() for path in loose)
+    assert (cache.root / "warm" / "x.tmp").exists() and (cache.root / "warm" / ".hidden-but-not-temporary").exists()
+
+
+def test_the_temporary_names_gc_knows_are_the_ones_atomic_writes_use(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from harness.gc import _TEMPORARY
+
+    made: list[str] = []
+    real = tempfile.mkstemp
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fd, name = real(*args, **kwargs)
+        made.append(os.path.basename(name))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    atomic_write_text(tmp_path / "inputs.json", "{}")
+    assert made and all(_TEMPORARY.match(name) for name in made)
 
 
 def test_a_run_report_goes_only_with_older_than(tmp_path: Path) -> None:
