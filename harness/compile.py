@@ -165,7 +165,6 @@ def compile_cell(manifest: Manifest, env: EnvironmentDecl, overrides: Overrides 
         )
         features["matrix-axes"] = axis_feature
         feature_names.insert(0, "matrix-axes")
-    declared = manifest  # the variant space does not depend on features: cached per manifest
     if feature_names:
         env = dataclasses.replace(env, features=tuple(dict.fromkeys([*feature_names, *env.features])))
         manifest = dataclasses.replace(manifest, features=FrozenDict(features))
@@ -211,7 +210,7 @@ def compile_cell(manifest: Manifest, env: EnvironmentDecl, overrides: Overrides 
             host_deps=(*_package_deps(manifest, "host_deps", platform), *overrides.host_dependencies, *extra_host),
             run_deps=_package_deps(manifest, "run_deps", platform),
         )
-        space = variant_space(declared, platform)
+        space = variant_space(manifest, platform)
         specs: dict[str, list[str]] = {}
         for d in resolved.dependencies:
             if not d.is_source:

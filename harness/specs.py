@@ -73,6 +73,7 @@ def valid_version(spec: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def variant_spec(value: str) -> str:
     """A build-variant value as a version spec: ``3.12`` pins ``3.12.*`` (conda-build's reading)."""
     value = str(value).strip()

@@ -71,24 +71,35 @@ def read_variant_file(path: Path, platform: str) -> tuple[dict[str, tuple[str, .
 
 
 def variant_space(manifest: Manifest, platform: PlatformDecl) -> VariantSpace:
-    return _variant_space(manifest, platform)
+    # Cached by the fields it reads: each cell of a matrix holds its own copy of the
+    # manifest, and comparing whole manifests costs more than the space itself.
+    return _variant_space(
+        manifest.path, manifest.build_variants_files, manifest.build_variants,
+        manifest.target_build_variants, platform,
+    )
 
 
 @lru_cache(maxsize=256)
-def _variant_space(manifest: Manifest, platform: PlatformDecl) -> VariantSpace:
+def _variant_space(
+    manifest_path: Path,
+    build_variants_files: tuple[Path, ...],
+    build_variants: Mapping[str, tuple[str, ...]],
+    target_build_variants: tuple[tuple[str, Mapping[str, tuple[str, ...]]], ...],
+    platform: PlatformDecl,
+) -> VariantSpace:
     values: dict[str, tuple[str, ...]] = {}
     sources: dict[str, str] = {}
     zips: list[tuple[str, ...]] = []
-    for path in manifest.build_variants_files:
+    for path in build_variants_files:
         file_values, file_zips = read_variant_file(path, platform.subdir)
         for k, v in file_values.items():
             values[k] = v
             sources[k] = str(path.name)
         zips += [tuple(z) for z in file_zips]
-    for k, v in manifest.build_variants.items():
+    for k, v in build_variants.items():
         values[k] = v
         sources[k] = "workspace.build-variants"
-    targets = [(sel, t) for sel, t in manifest.target_build_variants if selector_matches(sel, platform)]
+    targets = [(sel, t) for sel, t in target_build_variants if selector_matches(sel, platform)]
     targets.sort(key=lambda item: selector_specificity(item[0], platform))
     for sel, table in targets:
         for k, v in table.items():
@@ -99,7 +110,7 @@ def _variant_space(manifest: Manifest, platform: PlatformDecl) -> VariantSpace:
         if len(lengths) > 1:
             raise ManifestError(
                 f"zipped variant keys {', '.join(zipped)} have different numbers of values",
-                file=manifest.path, key=["workspace", "build-variants-files"],
+                file=manifest_path, key=["workspace", "build-variants-files"],
                 hint="keys in one zip_keys group need the same number of values",
             )
     return VariantSpace(FrozenDict(values), tuple(zips), FrozenDict(sources))
