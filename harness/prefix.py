@@ -367,9 +367,16 @@ def check_files(
     ``--repair`` on any prefix.  ``hashes=True`` also compares each file's
     sha256, which reads the whole prefix.  Files that conda-meta does not
     list (pip installs, caches) are not looked at.
+
+    What a ``pypi-dependencies`` install changed is not damage: uv replaces a
+    conda package of the same distribution (its files go, the new ones come)
+    and may overwrite files another distribution shipped.  Those files belong
+    to the PyPI install now, which the pypi stage keeps; "repairing" them would
+    undo it at every run.
     """
     prefix = Path(prefix)
     damage: list[Damage] = []
+    listed: dict[str, set[str]] = {}  # conda package -> the distributions its dist-info names
     for record in records:
         name, version = record.name.normalized, str(record.version)
         meta_name = _record_meta_name(record)
@@ -381,11 +388,64 @@ def check_files(
                        "missing or not a valid package record")
             )
             continue
+        listed[name] = {d for d in map(_dist_of, (e["_path"] for e in entries)) if d}
         for entry in entries:
             found = _check_entry(prefix, entry, hashes)
             if found is not None:
                 damage.append(Damage(name, version, entry["_path"], *found))
+    if damage and any(d.problem != RECORD_UNREADABLE for d in damage):
+        files, dists = pypi_owned(prefix)
+        replaced = {package for package, names in listed.items() if names & dists}
+        damage = [
+            d for d in damage
+            if d.problem == RECORD_UNREADABLE or (d.path not in files and d.package not in replaced)
+        ]
     return damage
+
+
+def _dist_of(path: str) -> str | None:
+    """The normalised distribution a ``.../site-packages/<name>-<version>.dist-info/RECORD`` names."""
+    parts = path.split("/")
+    if len(parts) < 2 or parts[-1] != "RECORD" or not parts[-2].endswith(".dist-info"):
+        return None
+    return _normalise_dist(parts[-2].removesuffix(".dist-info").rsplit("-", 1)[0])
+
+
+def _normalise_dist(name: str) -> str:
+    return "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
+
+
+def pypi_owned(prefix: Path) -> tuple[set[str], set[str]]:
+    """The files (relative to ``prefix``) and the distributions a PyPI install owns in ``prefix``.
+
+    A distribution is PyPI's when its ``RECORD`` is not a file of any conda
+    package (conda-meta does not list it); its files are what the ``RECORD``
+    lists.
+    """
+    conda_files: set[str] = set()
+    for meta in meta_dir(prefix).glob("*.json"):
+        data = read_json(meta)
+        entries = _paths_entries(data) if isinstance(data, dict) else None
+        conda_files.update(e["_path"] for e in entries or ())
+    files: set[str] = set()
+    dists: set[str] = set()
+    for record in prefix.glob("lib/python*/site-packages/*.dist-info/RECORD"):
+        rel = record.relative_to(prefix).as_posix()
+        if rel in conda_files:
+            continue
+        name = _dist_of(rel)
+        if name:
+            dists.add(name)
+        site = record.parent.parent
+        try:
+            lines = record.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            path = line.split(",", 1)[0].strip()
+            if path:
+                files.add(os.path.normpath(os.path.relpath(site / path, prefix)).replace(os.sep, "/"))
+    return files, dists
 
 
 def _listed(items: Sequence[str], limit: int = 3) -> str:

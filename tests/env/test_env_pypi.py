@@ -106,3 +106,50 @@ def test_local_wheel_through_uv_and_not_reinstalled(
     prepare(cell, cache=cache, report=third)
     assert third.counts("install") == {"done": 1} and third.counts("pypi") == {"done": 1}
     assert (prefix / "lib/python3.12/site-packages/tinypkg/__init__.py").exists()
+
+
+def test_a_conda_package_that_pypi_replaced_is_not_repaired_at_every_run(
+    make_cell, cache, project, python_channel, channel_kit, tmp_path, monkeypatch
+):
+    """uv replaces the conda ``tinypkg`` 0.1 with the wheel's 0.2: that is the environment the
+    manifest asks for, not damage, so ``--repair`` leaves it (and still repairs real damage)."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    site = "lib/python3.12/site-packages"
+    conda_files = {
+        f"{site}/tinypkg/__init__.py": "VALUE = 1\n",
+        f"{site}/tinypkg-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+        f"{site}/tinypkg-0.1.dist-info/INSTALLER": "conda\n",
+    }
+    conda_files[f"{site}/tinypkg-0.1.dist-info/RECORD"] = "".join(
+        f"{path.removeprefix(site + '/')},,\n" for path in [*conda_files, f"{site}/tinypkg-0.1.dist-info/RECORD"]
+    )
+    other = {"share/other/data.txt": "other\n"}
+    chan = channel_kit.build(tmp_path / "tinychan", [
+        channel_kit.Pkg("tinypkg", "0.1", "linux-64", files=conda_files),
+        channel_kit.Pkg("other", "1.0", "linux-64", files=other),
+    ])
+    wheel = write_wheel(project, version="0.2")
+    cell = make_cell(
+        "py312-replaced",
+        deps=["python 3.12.*", "tinypkg", "other"],
+        channels=(python_channel.as_uri(), chan.as_uri()),
+        pypi={"tinypkg": {"path": f"./{wheel.name}"}},
+    )
+    prepared = prepare(cell, cache=cache, report=RunReport())
+    prefix = prepared.test_prefix
+    assert (prefix / site / "tinypkg/__init__.py").read_text() == "VALUE = 42\n"  # the wheel's
+    assert not (prefix / site / "tinypkg-0.1.dist-info").exists()  # uv removed conda's
+
+    again = RunReport()
+    prepare(cell, cache=cache, report=again, repair=True)
+    assert again.counts("install") == {"cached": 1}, [(r.stage, r.status, r.reason) for r in again.select()]
+    assert again.counts("pypi") == {"cached": 1}
+    assert (prefix / site / "tinypkg/__init__.py").read_text() == "VALUE = 42\n"
+
+    (prefix / "share/other/data.txt").unlink()  # real damage, in a package PyPI did not touch
+    third = RunReport()
+    prepare(cell, cache=cache, report=third, repair=True)
+    assert third.counts("install") == {"done": 1}
+    assert (prefix / "share/other/data.txt").read_text() == "other\n"
+    assert (prefix / site / "tinypkg/__init__.py").read_text() == "VALUE = 42\n"  # PyPI's again
