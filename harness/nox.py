@@ -216,10 +216,51 @@ def _session_body(command: str, sources: dict[str, Path], python: str | None) ->
         posargs = list(session.posargs)
         if posargs and command != "test":
             session.warn(f"{command} takes no extra arguments; ignoring {' '.join(posargs)}")
-        session.run(*inner_command(command, sources[cell], cell, posargs, python=python), external=True)
+        argv = inner_command(command, sources[cell], cell, posargs, python=python)
+        if command == "test" and python is None and _warm_in_process(session, argv):
+            return
+        session.run(*argv, external=True)
 
     body.__name__ = body.__qualname__ = command
     return body
+
+
+def _warm_in_process(session: nox.Session, argv: Sequence[str]) -> bool:
+    """Run ``harness test`` warm in nox's own process, when its snapshot allows (``True``).
+
+    A second interpreter would cost more than the whole warm start; the full
+    path, which imports the solver and its threads, always runs in a process
+    of its own.  The environment is the one ``session.run`` would give the
+    command (nox's variables, such as ``NOX_CURRENT_SESSION``, included), and
+    a failure reads as ``session.run``'s: the command, its exit code, a failed session.
+    """
+    from nox.command import CommandFailed
+    from nox.logger import logger
+
+    from harness.errors import HarnessError
+    from harness.warmstart import try_warm
+
+    args = list(argv[argv.index("test"):])
+    saved = {name: os.environ.get(name) for name in session.env}
+    os.environ.update({k: v for k, v in session.env.items() if v is not None})
+    try:
+        code = try_warm(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        sys.stdout.flush()
+    if code is None:
+        return False
+    if code != 0:
+        logger.error(f"Command {' '.join(argv)} failed with exit code {code}")
+        raise CommandFailed(f"Returned code {code}")
+    return True
 
 
 def register_matrix_sessions(

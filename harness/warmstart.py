@@ -216,7 +216,7 @@ def material(sources: Sequence[str], patterns: Sequence[str], gpu_policy: str) -
     from harness import __version__
 
     fields = [
-        f"format={FORMAT}", f"version={__version__}", f"python={sys.executable}", f"cwd={os.getcwd()}",
+        f"format={FORMAT}", f"version={__version__}", f"python={sys.prefix}", f"cwd={os.getcwd()}",
         *(f"source={os.path.abspath(s)}" for s in sources),
         *(f"pattern={p}" for p in patterns),
         f"gpu={gpu_policy}",

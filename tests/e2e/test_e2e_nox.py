@@ -24,17 +24,20 @@ def needs_python(*minors: str) -> None:
 
 
 def _env(cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NOX_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NOX_", "HARNESS_"))}
     env["HARNESS_CACHE_DIR"] = str(cache)
     return env
 
 
-def nox(cache: Path, *sessions: str, posargs: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def nox(
+    cache: Path, *sessions: str, posargs: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "nox", "-f", str(REPO / "noxfile.py")]
     args += ["-s", *sessions]
     if posargs:
         args += ["--", *posargs]
-    return subprocess.run(args, cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=900)
+    env = {**_env(cache), **(extra_env or {})}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
 def reports(cache: Path) -> list[dict]:
@@ -82,3 +85,27 @@ def test_a_broken_test_fails_its_cell_and_is_named_in_the_summary(tmp_path: Path
     assert "failed" in summary
     assert "tests/test_broken.py::test_norm_is_broken" in summary
     assert "Traceback (most recent call last)" not in out.stderr
+
+
+def test_a_warm_session_runs_in_noxs_own_process_and_fails_as_session_run_would(tmp_path: Path) -> None:
+    needs_python("3.12")
+    cache = tmp_path / "cache"
+    racy = {"HARNESS_WARM_RACY_NS": "0"}  # the offline channel was just built: trust it at once
+    first = nox(cache, "test(py312-cu13)", extra_env=racy)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "harness test --from" in first.stderr  # the full path: `session.run` logs its command
+
+    warm = nox(cache, "test(py312-cu13)", posargs=("-k", "dot"), extra_env=racy)
+    out = warm.stdout + warm.stderr
+    assert warm.returncode == 0, out[-3000:]
+    assert "warm start" in out and "harness test --from" not in warm.stderr  # no second process
+    (run,) = reports(cache)[1:]
+    assert run["warm"] is True
+    (outcome,) = run["tests"].values()
+    assert outcome["ok"] and 0 < outcome["passed"] < 7, outcome  # -k reached pytest
+
+    broken = nox(cache, "test(py312-cu13)", posargs=("-k", "no_such_test"), extra_env=racy)
+    out = broken.stdout + broken.stderr
+    assert broken.returncode == 1, out[-3000:]
+    assert reports(cache)[-1]["warm"] is True
+    assert "failed with exit code 1" in out and "Session test(py312-cu13) failed" in out
