@@ -375,9 +375,13 @@ def _which(program: str, env: Mapping[str, str]) -> str:
 
 def _close_on_exec_all() -> None:
     """Make every descriptor above the standard three close on exec (``Popen``'s ``close_fds``)."""
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
+    for listing in ("/proc/self/fd", "/dev/fd"):  # Linux, then macOS and the BSDs
+        try:
+            fds = [int(name) for name in os.listdir(listing)]
+            break
+        except (OSError, ValueError):
+            continue
+    else:
         return
     for fd in fds:
         if fd > 2:

@@ -41,11 +41,15 @@ runs and records it again), as git does for its index.
 
 from __future__ import annotations
 
-import fcntl
 import marshal
 import os
 import sys
 import time
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: no warm start, the full path runs
+    fcntl = None  # type: ignore[assignment]
 
 from harness.inputs import IGNORED_DIRS, stat_entry
 
@@ -287,7 +291,7 @@ def activated_env(
 
 def try_warm(argv: Sequence[str]) -> int | None:
     """Run ``harness test ...`` from its snapshot when nothing changed; ``None`` = take the full path."""
-    if os.environ.get(DISABLE_ENV):
+    if os.environ.get(DISABLE_ENV) or fcntl is None or not hasattr(os, "posix_spawn"):
         return None
     parsed = parse(argv)
     if parsed is None:
