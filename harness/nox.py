@@ -242,7 +242,11 @@ def _warm_in_process(session: nox.Session, argv: Sequence[str]) -> bool:
 
     args = list(argv[argv.index("test"):])
     saved = {name: os.environ.get(name) for name in session.env}
-    os.environ.update({k: v for k, v in session.env.items() if v is not None})
+    for name, value in session.env.items():  # None unsets, as session.run reads it
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         code = try_warm(args)
     except HarnessError as exc:

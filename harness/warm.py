@@ -43,6 +43,7 @@ from harness.warmstart import (
     DIR_NAME,
     FORMAT,
     PYTHON,
+    SKIP_IN_TREE,
     activated_env,
     changed,
     ignored,
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
     from harness.report import RunReport
     from harness.stages import PreparedCell
 
-_SKIP_IN_TREE = (".git",)
 _NVIDIA = "/proc/driver/nvidia/version"
 
 
@@ -143,7 +143,7 @@ def tree_entries(root: Path, skip: Iterable[Path] = ()) -> dict[str, Entry]:
             continue
         out[here] = ["D", listing(here, pruned) or "", int(pruned)]
         for child in children:
-            if child.name in _SKIP_IN_TREE or child.path in skipped:
+            if child.name in SKIP_IN_TREE or child.path in skipped:
                 continue
             if pruned and ignored(child.name) and child.is_dir(follow_symlinks=False):
                 continue
@@ -387,14 +387,6 @@ def drop_index(invocation: Invocation) -> None:
     Path(snapshot_path(invocation.material())).unlink(missing_ok=True)
 
 
-def read_index(invocation: Invocation) -> list[dict[str, Any]]:
-    """The cells of ``invocation``'s snapshot, as the warm start would replay them ([] if none)."""
-    from harness.warmstart import read_snapshot
-
-    snapshot = read_snapshot(invocation.material())
-    return list(snapshot["cells"]) if snapshot is not None else []
-
-
 def load_cached(kind: str, material: Any) -> Any | None:
     """A value stored by :func:`store_cached` whose inputs are all unchanged, else ``None``."""
     from harness.frozen import digest
@@ -435,21 +427,13 @@ def _cache_root(record: Mapping[str, Any]) -> Path:
 # -- replaying ---------------------------------------------------------------------------------------
 
 
-def plan_of(record: Mapping[str, Any], activations: Mapping[str, Any] | None = None) -> TestPlan | None:
-    """The test plan a record describes, with environments recomputed as a full run would.
-
-    ``activations`` are the prefixes' activations (a snapshot holds them);
-    without them they are read from each prefix's activation cache.
-    """
+def plan_of(record: Mapping[str, Any], activations: Mapping[str, Any]) -> TestPlan | None:
+    """The test plan a snapshot's record describes, with the environments a full run would give
+    (``activations``: each prefix's activation, which the snapshot holds)."""
     from harness.execute import ImportCheck, TestPlan
     from harness.launch import clean_base_env
 
     roles = record["roles"]
-    if activations is None:
-        cell = _snapshot_cell(Path(record["cache_root"]) / DIR_NAME / f"{record['cell']}.json")
-        if cell is None:
-            return None
-        activations = cell["activations"]
     base = clean_base_env()
 
     def env_of(role: str) -> dict[str, str] | None:

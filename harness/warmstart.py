@@ -71,7 +71,7 @@ DISABLE_ENV = "HARNESS_NO_WARM"
 SNAPSHOT_SUFFIX = ".warm"
 # marshal's format and the bytecode it may hold change with the interpreter.
 PYTHON = f"{sys.implementation.cache_tag}-{marshal.version}"
-_SKIP_IN_TREE = (".git",)
+SKIP_IN_TREE = (".git",)  # what decides git's listing is recorded instead
 _RECORD_FIELDS: dict[str, type] = {
     "cell": str, "cache_root": str, "taken_ns": int, "inputs": dict, "outputs": dict, "env": dict,
     "roles": dict, "plan": dict, "stages": list, "extra_env": dict, "activation_env": dict,
@@ -104,7 +104,7 @@ def listing(path: str, pruned: bool) -> str | None:
             names = sorted(
                 e.name
                 for e in it
-                if e.name not in _SKIP_IN_TREE
+                if e.name not in SKIP_IN_TREE
                 and not (pruned and ignored(e.name) and e.is_dir(follow_symlinks=False))
             )
     except OSError:
