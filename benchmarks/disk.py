@@ -11,7 +11,9 @@ own bytecode (the standard library's ``.pyc`` files, which the harness links
 instead of compiling again) existed before the harness ran and are not
 counted; the figure that counts them is printed too, as is the figure
 without the offline channel and the package cache (what the cells add on top
-of what they share), and where the per-cell blocks go.
+of what they share), where the per-cell blocks go, and the floor: what 8 cells
+would use if each kept only the part of its own prefixes that cannot be shared
+(directories and ``conda-meta`` records; see :func:`floor`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,28 @@ def where(root: Path) -> Counter[str]:
     return out
 
 
+def floor(cache: Path, pkgs: Path, skip: set[tuple[int, int]], *, bytecode: bool = True) -> int:
+    """The least 8 cells could use while each owns its environments: what they share (offline
+    channel, package cache and, unless ``bytecode`` is false, the bytecode store) plus only the
+    blocks of prefixes that nothing can share (directories, ``conda-meta`` records, files not
+    linked from the cache): each cell's test and import prefixes, and one host prefix per
+    distinct host package set (as if cells with equal host solves shared one).  No build
+    directory, artifact, bytecode mirror or record counts."""
+    seen = set(skip)
+    total = blocks([cache / "channels", pkgs, *([cache / "bytecode"] if bytecode else [])], seen)
+    hosts: dict[frozenset[str], Path] = {}
+    for host in sorted(cache.glob("envs/*/host")):
+        hosts.setdefault(frozenset(os.listdir(host / "conda-meta")), host)
+    for prefix in [*cache.glob("envs/*/test"), *cache.glob("envs/*/import"), *hosts.values()]:
+        for dirpath, _dirnames, filenames in os.walk(prefix):
+            for path in [dirpath, *(os.path.join(dirpath, n) for n in filenames)]:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) not in seen and (st.st_nlink == 1 or path == dirpath):
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
 def run(cells: list[str], env: dict[str, str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "test", "--from", str(MATRIX), *cells, "-q"],
@@ -113,6 +137,7 @@ def main() -> None:
         one_all = blocks([cache, pkgs], interpreter_bytecode(cache))
         one_cells = blocks(cells_only)
         one_cells_over_shared = one_all - blocks(shared)
+        one_store = blocks([cache / "bytecode"])
         run(MORE, env)
         cells_only = [p for p in cache.iterdir() if p.name != "channels"]
         eight_counted = blocks([cache, pkgs])
@@ -120,6 +145,9 @@ def main() -> None:
         eight_cells = blocks(cells_only)
         eight_cells_over_shared = eight_all - blocks(shared)
         breakdown = where(cache)
+        least = floor(cache, pkgs, interpreter_bytecode(cache))
+        least_no_pyc = floor(cache, pkgs, interpreter_bytecode(cache), bytecode=False)
+        one_no_pyc = one_all - one_store
     mb = 1 / 1e6
     print(f"demo cells: 1 = {FIRST}; 8 = it and {', '.join(MORE)}")
     print(f"  everything (cache root + package cache): 1 cell {one_all * mb:6.1f} MB, "
@@ -132,6 +160,11 @@ def main() -> None:
           f"({eight_cells_over_shared / 8 * mb:.2f} MB per cell)")
     print(f"  cells counted alone (their files as if not shared): 1 cell {one_cells * mb:5.1f} MB, "
           f"8 cells {eight_cells * mb:5.1f} MB")
+    print(f"  floor, if the 8 cells kept only what they share, their own test prefixes and one "
+          f"host prefix per host solve: {least * mb:5.1f} MB, ratio {least / one_all:.2f}")
+    print(f"  the same floor without the shared bytecode (every test run compiles from source): "
+          f"{least_no_pyc * mb:5.1f} MB vs. {one_no_pyc * mb:5.1f} MB, ratio "
+          f"{least_no_pyc / one_no_pyc:.2f}")
     print("  where the 8 cells' blocks go:")
     for label, size in breakdown.most_common(12):
         print(f"    {label:<36} {size * mb:6.2f} MB")

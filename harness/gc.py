@@ -125,6 +125,7 @@ MARKER = "marker"  # used/...: when a run last used a cell or a build (not liste
 BYTECODE = "bytecode"  # pycache/<...>/envs/<cell>: bytecode of the cell's prefixes
 SHARED_PYC = "pyc-store"  # bytecode/<tag>/<key>.pyc: shared bytecode no mirrored file links
 TEMPORARY = "temporary"  # .<name>...tmp: an atomic write that a killed run never renamed
+SNAPSHOT = "snapshot"  # <index>/<key>.warm: a command line's warm-start snapshot (outside the roots)
 
 #: Where :mod:`harness.warm` keeps its per-cell records (``<cell>.json``).
 WARM_DIR = "warm"
@@ -233,6 +234,7 @@ class RootReport:
     problems: tuple[str, ...] = ()  # entries that could not (or must not) be removed
     freed: int = 0  # bytes whose every link was removed
     exists: bool = True
+    label: str = "cache"  # "cache", or "warm-start index" for the snapshots' directory
 
     @property
     def size(self) -> int:
@@ -241,6 +243,7 @@ class RootReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "root": str(self.root),
+            "label": self.label,
             "exists": self.exists,
             "freed_bytes": self.freed,
             "removed_bytes": self.size,
@@ -258,18 +261,24 @@ class GcReport:
     roots: tuple[RootReport, ...]
     dry_run: bool
     older_than_days: float | None = None
+    warm_index: RootReport | None = None  # the warm-start snapshots, outside every root
+
+    @property
+    def reports(self) -> tuple[RootReport, ...]:
+        """The roots', then the warm-start index's."""
+        return (*self.roots, *([self.warm_index] if self.warm_index is not None else []))
 
     @property
     def freed(self) -> int:
-        return sum(r.freed for r in self.roots)
+        return sum(r.freed for r in self.reports)
 
     @property
     def size(self) -> int:
-        return sum(r.size for r in self.roots)
+        return sum(r.size for r in self.reports)
 
     @property
     def removed(self) -> tuple[Removal, ...]:
-        return tuple(r for root in self.roots for r in root.removed)
+        return tuple(r for root in self.reports for r in root.removed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -278,6 +287,7 @@ class GcReport:
             "freed_bytes": self.freed,
             "removed_bytes": self.size,
             "roots": [r.to_json() for r in self.roots],
+            "warm_index": self.warm_index.to_json() if self.warm_index is not None else None,
         }
 
 
@@ -483,10 +493,11 @@ def _temporary_files(cache: Cache) -> list[Path]:
     Builds, prefixes' own files, the bytecode mirror and the offline channel
     clean up after themselves; these are the files of the harness's records:
     the root, ``solve/<cell>/``, ``warm/``, ``reports/``, ``used/`` and each
-    prefix's ``conda-meta/`` (its activation cache).
+    prefix's ``conda-meta/`` (its activation cache).  The warm-start index,
+    wherever it is, is :func:`gc_warm_index`'s.
     """
     root = cache.root
-    places = [root, root / WARM_DIR, root / WARM_DIR / "index", cache.reports_dir,
+    places = [root, root / WARM_DIR, cache.reports_dir,
               cache.reports_dir / "junit", root / USED_DIR / "cells"]
     places += [root / "solve" / name for name in _names(root / "solve")]
     places += [root / USED_DIR / "builds" / name for name in _names(root / USED_DIR / "builds")]
@@ -839,6 +850,63 @@ def _gc_shared_bytecode(col: _Collector) -> None:
             col.remove(_Entry(path, SHARED_PYC), "no prefix's bytecode links it any more")
 
 
+def gc_warm_index(
+    *, dry_run: bool = False, now: float | None = None, removed: Sequence[Path] = ()
+) -> RootReport | None:
+    """Remove the warm-start snapshots that can never be replayed again, and interrupted writes.
+
+    The index (:func:`harness.warmstart.index_dir`, in the user's cache unless
+    ``$HARNESS_CACHE_DIR`` or ``$HARNESS_WARM_DIR`` moves it) holds one
+    snapshot per command line, of any project.  A snapshot whose cell record is
+    gone (gc removed the cell, or its cache root was deleted) only ever sends
+    its command line down the full path, which writes a new one: it goes.  A
+    snapshot this interpreter cannot read may be another Python's, and one
+    whose sources changed is replaced by the next run of its command line:
+    both stay.  ``removed`` are the paths this gc removed (or, on a dry run,
+    would remove) from the roots: a record among them counts as gone.  ``None``
+    when there is no index.
+    """
+    from harness.warmstart import SNAPSHOT_SUFFIX, index_dir
+
+    index = Path(index_dir())
+    names = _names(index)
+    if not names or index.is_symlink():
+        return None
+    now = time.time() if now is None else now
+    col = _Collector(Cache(index), dry_run)
+    for name in names:
+        path = index / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        if _TEMPORARY.match(name):
+            if now - _mtime(path) > TEMPORARY_AGE:
+                col.remove(_Entry(path, TEMPORARY), "a temporary file that an interrupted run left")
+        elif name.endswith(SNAPSHOT_SUFFIX):
+            reason = _dead_snapshot(path, frozenset(str(p) for p in removed))
+            if reason is not None:
+                col.remove(_Entry(path, SNAPSHOT), reason)
+    return RootReport(root=index, removed=tuple(col.removed), problems=tuple(col.problems),
+                      freed=col.tally.freed, label="warm-start index")
+
+
+def _dead_snapshot(path: Path, removed: frozenset[str]) -> str | None:
+    """Why the snapshot at ``path`` can never be replayed (a cell record it names is gone), or ``None``."""
+    import marshal
+
+    try:
+        snapshot = marshal.loads(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None  # another Python's marshal format, or being replaced: not ours to judge
+    cells = snapshot.get("cells") if isinstance(snapshot, dict) else None
+    for cell in cells if isinstance(cells, list) else ():
+        record = cell.get("record_file") if isinstance(cell, dict) else None
+        if isinstance(record, str) and os.path.isabs(record) and (
+            record in removed or not os.path.lexists(record)
+        ):
+            return f"the record of cell {cell.get('cell', '?')} ({record}) is gone"
+    return None
+
+
 def gc_root(
     cache: Cache,
     cells: Sequence[Cell],
@@ -912,7 +980,10 @@ def collect_garbage(
         gc_root(caches[root], group, dry_run=dry_run, older_than_days=older_than_days, now=now)
         for root, group in groups.items()
     )
-    return GcReport(roots=roots, dry_run=dry_run, older_than_days=older_than_days)
+    # After the roots: the snapshots of the cells they just dropped go in the same gc.
+    gone = [r.path for root in roots for r in root.removed]
+    index = gc_warm_index(dry_run=dry_run, now=now, removed=gone)
+    return GcReport(roots=roots, dry_run=dry_run, older_than_days=older_than_days, warm_index=index)
 
 
 # -- output --------------------------------------------------------------------------------
@@ -959,11 +1030,13 @@ def render_report(report: GcReport) -> str:
     """The human-readable account: each removal, what is in use or kept, and what was freed."""
     verb = "would remove" if report.dry_run else "removed"
     lines: list[str] = []
-    for root in report.roots:
+    for root in report.reports:
         if not root.exists:
             lines.append(f"cache {root.root}: nothing has been prepared here")
             continue
-        lines.append(f"cache {root.root}")
+        if root is report.warm_index and not (root.removed or root.problems):
+            continue  # nothing to say about it
+        lines.append(f"{root.label} {root.root}")
         shown = _shown(root)
         rels = [_relative(r.path, root.root) for r in shown]
         width = max((len(r) for r in rels), default=0)
@@ -977,7 +1050,7 @@ def render_report(report: GcReport) -> str:
         lines += [f"  not removed: {p}" for p in root.problems]
         if not (root.removed or root.in_use or root.kept or root.problems):
             lines.append("  nothing to remove")
-    count = sum(len(_shown(root)) for root in report.roots)
+    count = sum(len(_shown(root)) for root in report.reports)
     total = f"{'would free' if report.dry_run else 'freed'} {mb(report.freed)}"
     total += f" ({count} {'entry' if count == 1 else 'entries'}"
     if mb(report.size) != mb(report.freed):

@@ -22,6 +22,14 @@ def shared_base(factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+@pytest.fixture(autouse=True)
+def warm_index(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own warm-start index: runs never write, and gc never prunes, the user's."""
+    index = tmp_path_factory.mktemp("warm-index")
+    monkeypatch.setenv("HARNESS_WARM_DIR", str(index))
+    return index
+
+
 @pytest.fixture(scope="session")
 def offline_channel(tmp_path_factory: pytest.TempPathFactory) -> OfflineChannel:
     """The full default offline channel, built once per run and shared by all workers.

@@ -369,7 +369,12 @@ def _build_locked(cell: Cell, cache: Cache, inputs: BuildInputs, plan: BuildPlan
     # publishing re-publishes from it incrementally instead of wiping it.
     (plan.build_dir / INCOMPLETE).unlink(missing_ok=True)
     faults.point("build.backend-done")
-    return _publish(cell, plan, ctx, output, install_dir)
+    artifact = _publish(cell, plan, ctx, output, install_dir)
+    # The staging tree now lives in the artifact (and, unpacked, in the package
+    # cache that prefixes link from): kept, it would be one more copy of every
+    # file the package ships, per variant.  The next build stages afresh anyway.
+    shutil.rmtree(install_dir, ignore_errors=True)
+    return artifact
 
 
 def release_depends(cell: Cell, output: BuildOutput) -> list[str]:

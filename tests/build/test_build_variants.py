@@ -231,6 +231,12 @@ def test_only_what_changed_is_rebuilt(project, offline_channel: OfflineChannel, 
     assert all(o.ok for o in first.outcomes.values()), first.outcomes
     keys = {p.name for p in build_dirs(root)}
     assert len(keys) == 4
+    # Each build directory keeps what makes a rebuild incremental (the compiled
+    # objects), and no second copy of what its artifact holds.
+    for build in build_dirs(root):
+        assert list(build.rglob("*.o")), sorted(build.rglob("*"))
+        assert not (build / "_install").exists(), build
+        assert not list(build.rglob("*.whl")), build
 
     # Invariant 2: nothing is redone.
     again = run(cells)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from rattler import LockFile
+from rattler.package_streaming import extract
 
 from harness.build.driver import ARTIFACT_META, DamagedArtifactWarning, read_artifact
 from harness.cache import Cache
@@ -209,7 +210,7 @@ def _artifact_dir(cache: Cache) -> Path:
     [(lambda a: _truncate(a, a.stat().st_size - 100), "truncated since"), (_flip_last_byte, "sha256")],
     ids=["truncated", "altered"],
 )
-def test_damaged_artifact_is_not_trusted_and_is_rebuilt(package_cell, cache, damage, why, profile):
+def test_damaged_artifact_is_not_trusted_and_is_rebuilt(package_cell, cache, damage, why, profile, tmp_path):
     package_cell = dataclasses.replace(package_cell, profile=profile, profile_base=profile)
     first = RunReport()
     prepared = prepare(package_cell, cache=cache, report=first)
@@ -237,7 +238,9 @@ def test_damaged_artifact_is_not_trusted_and_is_rebuilt(package_cell, cache, dam
     assert meta["archive_sha256"] == _sha256(rebuilt.artifact.archive)
     assert rebuilt.artifact.archive.read_bytes() != original
     # the test prefix holds the new build, intact
-    stamp = rebuilt.artifact.build_dir / "_install/share/mypkg/stamp.txt"
+    unpacked = tmp_path / "unpacked"
+    extract(rebuilt.artifact.archive, unpacked)
+    stamp = unpacked / "share/mypkg/stamp.txt"
     assert (rebuilt.test_prefix / "share/mypkg/stamp.txt").read_text() == stamp.read_text()
     assert check_files(rebuilt.test_prefix, rebuilt.records["test"], hashes=True) == []
     assert (rebuilt.test_prefix / "share/mypkg/data.txt").read_text() == "payload\n" * 200

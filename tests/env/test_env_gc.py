@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -391,3 +392,53 @@ def test_the_command_line_reports_in_text_and_json(
         run(["gc", str(ws.manifest), "--older-than", "-1"])
     assert exit_info.value.code == 2
     assert "expected a number of days >= 0" in capsys.readouterr().err
+
+
+def test_the_warm_snapshots_of_removed_cells_go_with_them(
+    ws: Workspace, warm_index: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import marshal
+
+    import harness.gc  # noqa: F401  (registers the command)
+    from harness import warmstart
+    from harness.cli import run
+
+    ws.define("py312", "py313")
+    for cell in ("py312", "py313"):
+        assert run(["test", "--from", str(ws.manifest), cell, "-q"]) == 0
+    capsys.readouterr()
+    by_cell = {marshal.loads(p.read_bytes())["cells"][0]["cell"]: p for p in warm_index.glob("*.warm")}
+    assert set(by_cell) == {"py312", "py313"}
+    # Another Python's (or a damaged) snapshot is not this interpreter's to judge; an
+    # interrupted write goes once it is clearly abandoned, a recent one stays.
+    foreign = warm_index / f"{'f' * 16}.warm"
+    foreign.write_bytes(b"\xff not marshal")
+    abandoned, recent = warm_index / ".x.warm.tmp-41", warm_index / ".y.warm.tmp-42"
+    for path in (abandoned, recent):
+        path.write_bytes(b"partial")
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
+
+    cells = ws.define("py312")
+    before = sorted(p.name for p in warm_index.iterdir())
+    dry = collect_garbage(cells, dry_run=True)
+    assert dry.warm_index is not None and sorted(p.name for p in warm_index.iterdir()) == before
+    report = collect_garbage(cells)
+    assert report.warm_index is not None and report.warm_index.root == warm_index
+    gone = {(r.kind, r.path.name) for r in report.warm_index.removed}
+    assert gone == {(r.kind, r.path.name) for r in dry.warm_index.removed}
+    assert gone == {("snapshot", by_cell["py313"].name), ("temporary", abandoned.name)}
+    (why,) = [r.reason for r in report.warm_index.removed if r.kind == "snapshot"]
+    assert "py313" in why and "is gone" in why
+    assert sorted(p.name for p in warm_index.iterdir()) == sorted(
+        [by_cell["py312"].name, foreign.name, recent.name])
+    # The kept cell's snapshot stays whole (the manifest it read changed: its next run replaces it).
+    snapshot = marshal.loads(by_cell["py312"].read_bytes())
+    assert warmstart.read_snapshot(snapshot["material"]) == snapshot
+    assert warmstart.stale(snapshot) == f"{ws.manifest} changed"
+
+    # A deleted project takes its snapshots' records with it: the next gc of any project prunes them.
+    shutil.rmtree(ws.cache.root / "warm")
+    assert run(["gc", str(ws.manifest)]) == 0
+    out = capsys.readouterr().out
+    assert f"warm-start index {warm_index}" in out and "py312" in out
+    assert sorted(p.name for p in warm_index.iterdir()) == sorted([foreign.name, recent.name])

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from rattler.package_streaming import extract
 
 from harness.activation import activation_env
 from harness.build.driver import BuildInputs, build_package
@@ -77,8 +78,11 @@ def build(root: Path, manifest: Path):  # type: ignore[no-untyped-def]
 
 
 def staged(artifact, relative: str) -> str:  # type: ignore[no-untyped-def]
-    """A file the build installed, read back from the staging directory of its build."""
-    return (artifact.build_dir / "_install" / relative).read_text(encoding="utf-8")
+    """A file the build installed, read back from the package it was packed into."""
+    unpacked = artifact.directory.with_name(f"{artifact.directory.name}-unpacked")
+    if not unpacked.exists():
+        extract(artifact.archive, unpacked)
+    return (unpacked / relative).read_text(encoding="utf-8")
 
 
 SCRIPT = (

@@ -537,7 +537,11 @@ class PythonBackend:
         ctx.log(f"config settings: {json.dumps(settings, sort_keys=True)}")
 
         built = self._build_wheel(ctx, system, settings, env)
-        return self._stage(ctx, built, notes)
+        output = self._stage(ctx, built, notes)
+        # Staged, the wheel is a compressed copy of what the artifact will hold;
+        # the backend's own build tree (what makes a rebuild incremental) stays.
+        shutil.rmtree(built.path.parent, ignore_errors=True)
+        return output
 
     def _environment(self, ctx: BuildContext, family: str, notes: list[str]) -> dict[str, str]:
         """Variables added to ``ctx.env`` for the build: output redirection and profile flags."""
