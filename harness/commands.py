@@ -47,12 +47,15 @@ def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     _repair_arg(p)
     p = sub.add_parser("plan", help="what each stage of a cell would do (cached or to do) and why")
     _cells_args(p)
-    p = sub.add_parser("build", help="solve, install and build the package of cells")
+    p = sub.add_parser(
+        "build", help="solve, install and build the package of cells",
+        description="Builds are never GPU-gated: a cell's solves (rattler-build's too) use "
+        "its declared virtual packages, so a CUDA package builds on a runner without a GPU.",
+    )
     _cells_args(p)
     p.add_argument("--update", action="store_true", help="re-solve even when the inputs are unchanged")
     _repair_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    _gpu_arg(p)
     p = sub.add_parser(
         "test",
         help="solve, install, build, install the build and run the test command of cells",
@@ -96,7 +99,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     cells = _find(args)
     result = run_cells(
         cells, test=False, update=args.update, listener=ConsoleProgress(quiet=args.quiet),
-        gpu_policy=args.gpu, repair=args.repair,
+        repair=args.repair,
     )
     return _finish_prepare(result, cells)
 

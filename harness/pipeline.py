@@ -196,16 +196,17 @@ def run_cells(
 
     ``gpu_policy`` (``skip`` | ``require`` | ``ignore``) says what happens to a
     cell that needs a CUDA driver this runner lacks; it is decided before
-    anything is solved or built.  Solving alone (``build=False, test=False``)
-    is never gated: locks use the cell's declared virtual packages, so a GPU
-    cell's lock is made on any machine.  A malformed ``CONDA_OVERRIDE_CUDA`` or
-    policy concerns the whole run and is raised as a :class:`HarnessError`.
+    anything is solved or built.  Without tests (``harness solve`` and
+    ``harness build``) nothing is gated: solves use the cell's declared virtual
+    packages (rattler-build's own solve too), so a GPU cell's lock and build
+    are made on any machine, as CI builds CUDA packages on CPU runners.  A
+    malformed ``CONDA_OVERRIDE_CUDA`` or policy concerns the whole run and is
+    raised as a :class:`HarnessError`.
     ``repair`` checks every installed file of every prefix and reinstalls the
     damaged packages (:func:`harness.prefix.repair_prefix`).
     """
     check_policy(gpu_policy)
-    gated = build or test
-    runner = detect_runner() if gated and cells else None
+    runner = detect_runner() if test and cells else None
     report = RunReport(listener=listener)
     outcomes: dict[str, TestOutcome] = {}
     skipped: dict[str, str] = {}

@@ -70,6 +70,9 @@ class BuildContext:
     log_path: Path
     channels: tuple[str, ...] = ()  # channel URLs (the rattler-build backend solves itself)
     manifest: Path | None = None
+    #: The cell's declared virtual packages (``__cuda=13``...): what a backend that
+    #: solves for itself must solve with, never the runner's.
+    virtual_packages: tuple[str, ...] = ()
 
     def run(
         self,

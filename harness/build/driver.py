@@ -355,6 +355,7 @@ def _build_locked(cell: Cell, cache: Cache, inputs: BuildInputs, plan: BuildPlan
         log_path=log,
         channels=inputs.channels,
         manifest=cell.manifest,
+        virtual_packages=cell.virtual_packages,
     )
     started = time.monotonic()
     try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,12 @@ from rattler.package_streaming import extract
 from rattler_build import assemble_package
 
 from harness.build.backends import get_backend
-from harness.build.backends.rattler_build import RattlerBuildBackend, recipe_variant_value
+from harness.build.backends.rattler_build import (
+    OVERRIDES,
+    RattlerBuildBackend,
+    override_values,
+    recipe_variant_value,
+)
 from harness.errors import BuildError
 
 HELLO = """
@@ -274,3 +281,64 @@ def test_bad_recipe_setting_names_the_key(recipe: object) -> None:
         RattlerBuildBackend().check_config({"recipe": recipe}, manifest)
     assert info.value.key == "package.build.config.recipe"
     assert info.value.file == manifest
+
+
+NEEDS_CUDA_13 = """
+    package:
+      name: needs-cuda
+      version: "1.0"
+    requirements:
+      host:
+        - __cuda >=13
+    build:
+      noarch: generic
+      script:
+        - mkdir -p $PREFIX/share/needs-cuda && echo built > $PREFIX/share/needs-cuda/ok.txt
+"""
+
+LINUX_CPU = ("__unix=0", "__linux=4.18", "__glibc=2.28", "__archspec=1=x86_64")
+
+
+@pytest.mark.parametrize("runner_cuda", [None, "12.0"], ids=["no-gpu", "older-driver"])
+def test_a_cuda_cell_builds_with_its_declared_virtual_packages_on_any_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner_cuda: str | None
+) -> None:
+    # The runner: no GPU, or a driver too old for the cell.
+    if runner_cuda is None:
+        monkeypatch.delenv("CONDA_OVERRIDE_CUDA", raising=False)
+    else:
+        monkeypatch.setenv("CONDA_OVERRIDE_CUDA", runner_cuda)
+    source = write_tree(tmp_path / "src", {"recipe.yaml": NEEDS_CUDA_13})
+    ctx = dataclasses.replace(make_context(tmp_path, source), virtual_packages=(*LINUX_CPU, "__cuda=13"))
+
+    out = RattlerBuildBackend().build(ctx)
+
+    assert out.package is not None
+    assert (unpack(out.package, tmp_path / "x") / "share/needs-cuda/ok.txt").read_text() == "built\n"
+    assert "virtual packages: __unix=0, __linux=4.18, __glibc=2.28" in ctx.log_path.read_text()
+    assert os.environ.get("CONDA_OVERRIDE_CUDA") == runner_cuda  # the runner's value is back
+    assert all(os.environ.get(v) is None for v in OVERRIDES.values() if v != "CONDA_OVERRIDE_CUDA")
+
+
+def test_a_runners_gpu_does_not_let_a_cell_without_cuda_solve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONDA_OVERRIDE_CUDA", "13.0")
+    source = write_tree(tmp_path / "src", {"recipe.yaml": NEEDS_CUDA_13})
+    ctx = dataclasses.replace(make_context(tmp_path, source), virtual_packages=LINUX_CPU)
+    with pytest.raises(BuildError, match="rattler-build failed"):
+        RattlerBuildBackend().build(ctx)
+    assert os.environ["CONDA_OVERRIDE_CUDA"] == "13.0"
+    # Outside a cell (nothing declared) the backend leaves detection to rattler: the runner's GPU.
+    RattlerBuildBackend().build(make_context(tmp_path, source, build_dir=tmp_path / "plain"))
+
+
+def test_declared_virtual_packages_become_rattler_overrides() -> None:
+    assert override_values((*LINUX_CPU, "__cuda=12.8")) == {
+        "CONDA_OVERRIDE_CUDA": "12.8",
+        "CONDA_OVERRIDE_GLIBC": "2.28",
+        "CONDA_OVERRIDE_LINUX": "4.18",
+        "CONDA_OVERRIDE_OSX": "",
+        "CONDA_OVERRIDE_ARCHSPEC": "x86_64",
+    }
+    assert set(override_values(()).values()) == {""}

@@ -303,6 +303,13 @@ def test_a_gpu_cell_on_a_cpu_runner_is_skipped_before_anything_is_solved(tmp_pat
     assert NEEDS_13_NONE in required.stdout
     assert [s[:2] for s in _cell_stages(required.stderr)] == [("cell", "failed")]
 
+    # A build is never gated: it goes on to solve, with the cell's declared virtual packages.
+    built = _harness("build", *args[1:], cache=tmp_path)
+    stages = _cell_stages(built.stderr)
+    assert built.returncode == 1  # conda-forge cannot be solved here
+    assert stages and stages[0][0] != "cell", stages
+    assert all("needs a CUDA" not in reason for _, _, reason in stages)
+
     pretend = _harness(*args, cache=tmp_path, override="13.0")
     stages = _cell_stages(pretend.stderr)
     assert pretend.returncode == 1  # conda-forge cannot be solved here

@@ -7,7 +7,9 @@ failure the harness exists to prevent.  A ``variants.yaml`` beside the recipe
 (rattler-build's own convention) is read first; the cell's values override it.
 
 rattler-build solves its build and host environments itself, from the cell's
-channels, and produces a finished ``.conda`` under ``<build_dir>/output``.  It
+channels and with the cell's declared virtual packages (passed as
+``CONDA_OVERRIDE_*`` while it runs, so a CUDA 13 package builds on a runner
+without a GPU), and produces a finished ``.conda`` under ``<build_dir>/output``.  It
 copies ``path`` sources into its own work directory inside that output
 directory, so the source tree is only read.  Its messages (including the build
 script's output, which its exceptions do not carry) are appended to the build
@@ -16,9 +18,11 @@ log as they arrive.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +38,56 @@ RECIPE_FILE = "recipe.yaml"
 VARIANTS_FILE = "variants.yaml"
 
 _PLAIN_VERSION = re.compile(r"^(?:==)?\s*(?P<version>[0-9A-Za-z_+!.-]*?)(?:\.\*)?$")
+
+
+#: The variable through which rattler's detection takes each virtual package's value.
+OVERRIDES = {
+    "__cuda": "CONDA_OVERRIDE_CUDA",
+    "__glibc": "CONDA_OVERRIDE_GLIBC",
+    "__linux": "CONDA_OVERRIDE_LINUX",
+    "__osx": "CONDA_OVERRIDE_OSX",
+    "__archspec": "CONDA_OVERRIDE_ARCHSPEC",
+}
+
+
+def override_values(declared: Sequence[str]) -> dict[str, str]:
+    """``CONDA_OVERRIDE_*`` values that make rattler detect exactly ``declared`` (``__cuda=13``...).
+
+    A virtual package the cell does not declare gets an empty value, which
+    rattler reads as "absent": a runner's GPU must not let a build solve that
+    the cell's own declaration would refuse.  ``__archspec``'s value is its
+    build string (``__archspec=1=x86_64`` -> ``x86_64``).
+    """
+    values = dict.fromkeys(OVERRIDES.values(), "")
+    for text in declared:
+        name, _, rest = text.partition("=")
+        if name in OVERRIDES:
+            version, _, build = rest.partition("=")
+            values[OVERRIDES[name]] = build if name == "__archspec" else version
+    return values
+
+
+@contextlib.contextmanager
+def declared_virtual_packages(declared: Sequence[str]) -> Iterator[None]:
+    """Let rattler-build, which runs in this process, detect the cell's declared virtual packages.
+
+    The harness builds one cell at a time per process, so the variables are
+    set for exactly the duration of the build and then restored.  Nothing is
+    changed when nothing is declared (a backend called outside a cell).
+    """
+    if not declared:
+        yield
+        return
+    saved = {var: os.environ.get(var) for var in OVERRIDES.values()}
+    os.environ.update(override_values(declared))
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def _config_key(name: str) -> str:
@@ -188,9 +242,13 @@ class RattlerBuildBackend:
         shutil.rmtree(output_dir, ignore_errors=True)
         output_dir.mkdir(parents=True)
         ctx.log(f"rattler-build: {recipe_file} with variant {rendered[0].variant} -> {output_dir}")
+        if ctx.virtual_packages:
+            ctx.log("rattler-build solves with the cell's virtual packages: " + ", ".join(ctx.virtual_packages))
         ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(ctx.log_path, "a", encoding="utf-8") as log:
+            with open(ctx.log_path, "a", encoding="utf-8") as log, declared_virtual_packages(
+                ctx.virtual_packages
+            ):
                 collector = LogCollector(log)
                 result = rendered[0].run_build(
                     tool_config=rb.ToolConfiguration(test_strategy="skip"),
