@@ -126,6 +126,7 @@ BYTECODE = "bytecode"  # pycache/<...>/envs/<cell>: bytecode of the cell's prefi
 SHARED_PYC = "pyc-store"  # bytecode/<tag>/<key>.pyc: shared bytecode no mirrored file links
 TEMPORARY = "temporary"  # .<name>...tmp: an atomic write that a killed run never renamed
 SNAPSHOT = "snapshot"  # <index>/<key>.warm: a command line's warm-start snapshot (outside the roots)
+LISTING = "listing"  # <index>/nox-<digest>.json: a cached session listing (outside the roots)
 
 #: Where :mod:`harness.warm` keeps its per-cell records (``<cell>.json``).
 WARM_DIR = "warm"
@@ -142,6 +143,7 @@ _TRASH = re.compile(rf"^{re.escape(TRASH_PREFIX)}(\d+)-")
 _RUN_REPORT = re.compile(r"^run-.+\.json$")
 #: The temporary names of the harness's atomic writes: ``cache.atomic_write_*`` (mkstemp),
 #: the lock file (``.pixi.lock.tmp-<pid>``) and the JUnit file (``.<cell>.xml.<pid>.partial``).
+_CACHED_VALUE = re.compile(r"^[a-z]+-[0-9a-f]{24}\.json$")
 _TEMPORARY = re.compile(r"^\..+(\.[a-z0-9_]{8}\.tmp|\.tmp-\d+|\.\d+\.partial)$")
 #: A temporary file this old belongs to no write in progress: each takes milliseconds.
 TEMPORARY_AGE = 600.0
@@ -857,7 +859,8 @@ def gc_warm_index(
 
     The index (:func:`harness.warmstart.index_dir`, in the user's cache unless
     ``$HARNESS_CACHE_DIR`` or ``$HARNESS_WARM_DIR`` moves it) holds one
-    snapshot per command line, of any project.  A snapshot whose cell record is
+    snapshot per command line, of any project, and nox's cached session
+    listings (:func:`_dead_cached_value`).  A snapshot whose cell record is
     gone (gc removed the cell, or its cache root was deleted) only ever sends
     its command line down the full path, which writes a new one: it goes.  A
     snapshot this interpreter cannot read may be another Python's, and one
@@ -885,8 +888,35 @@ def gc_warm_index(
             reason = _dead_snapshot(path, frozenset(str(p) for p in removed))
             if reason is not None:
                 col.remove(_Entry(path, SNAPSHOT), reason)
+        elif _CACHED_VALUE.match(name):
+            reason = _dead_cached_value(path)
+            if reason is not None:
+                col.remove(_Entry(path, LISTING), reason)
     return RootReport(root=index, removed=tuple(col.removed), problems=tuple(col.problems),
                       freed=col.tally.freed, label="warm-start index")
+
+
+def _dead_cached_value(path: Path) -> str | None:
+    """Why a value :func:`harness.warm.store_cached` kept (nox's session listing) is never read again.
+
+    It is read only while every file it was computed from is unchanged, and a
+    run that finds one changed computes and stores it anew; so once an input
+    changed, the file is garbage whatever happens next.  Its inputs are files
+    only (no environment), so this holds whichever shell gc runs from.
+    """
+    from harness.warmstart import FORMAT, changed
+
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("format") != FORMAT:
+        return None  # another version's: not ours to judge
+    entries, taken = stored.get("inputs"), stored.get("taken_ns", 0)
+    if not isinstance(entries, dict) or not isinstance(taken, int):
+        return None
+    why = changed(entries, taken)
+    return None if why is None else f"a cached listing that is never read again: {why}"
 
 
 def _dead_snapshot(path: Path, removed: frozenset[str]) -> str | None:

@@ -418,6 +418,19 @@ def test_the_warm_snapshots_of_removed_cells_go_with_them(
         path.write_bytes(b"partial")
     os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
 
+    # nox's cached session listings: one whose input changed is never read again, the other is.
+    from harness import warm
+
+    for name in ("kept", "edited"):
+        (ws.root / f"{name}.txt").write_text(name)
+        noted = {str(ws.root / f"{name}.txt"): warmstart.stat_entry(ws.root / f"{name}.txt")}
+        warm.store_cached("nox", name, [name], noted, time.time_ns() + 10**10)
+    assert warm.load_cached("nox", "edited") == ["edited"]
+    (ws.root / "edited.txt").write_text("edited, longer")
+    assert warm.load_cached("nox", "edited") is None and warm.load_cached("nox", "kept") == ["kept"]
+    listings = {name: next(p for p in warm_index.glob("nox-*.json") if name in p.read_text())
+                for name in ("kept", "edited")}
+
     cells = ws.define("py312")
     before = sorted(p.name for p in warm_index.iterdir())
     dry = collect_garbage(cells, dry_run=True)
@@ -426,11 +439,13 @@ def test_the_warm_snapshots_of_removed_cells_go_with_them(
     assert report.warm_index is not None and report.warm_index.root == warm_index
     gone = {(r.kind, r.path.name) for r in report.warm_index.removed}
     assert gone == {(r.kind, r.path.name) for r in dry.warm_index.removed}
-    assert gone == {("snapshot", by_cell["py313"].name), ("temporary", abandoned.name)}
+    assert gone == {("snapshot", by_cell["py313"].name), ("temporary", abandoned.name),
+                    ("listing", listings["edited"].name)}
     (why,) = [r.reason for r in report.warm_index.removed if r.kind == "snapshot"]
     assert "py313" in why and "is gone" in why
     assert sorted(p.name for p in warm_index.iterdir()) == sorted(
-        [by_cell["py312"].name, foreign.name, recent.name])
+        [by_cell["py312"].name, foreign.name, recent.name, listings["kept"].name])
+    assert warm.load_cached("nox", "kept") == ["kept"]
     # The kept cell's snapshot stays whole (the manifest it read changed: its next run replaces it).
     snapshot = marshal.loads(by_cell["py312"].read_bytes())
     assert warmstart.read_snapshot(snapshot["material"]) == snapshot
@@ -441,4 +456,5 @@ def test_the_warm_snapshots_of_removed_cells_go_with_them(
     assert run(["gc", str(ws.manifest)]) == 0
     out = capsys.readouterr().out
     assert f"warm-start index {warm_index}" in out and "py312" in out
-    assert sorted(p.name for p in warm_index.iterdir()) == sorted([foreign.name, recent.name])
+    assert sorted(p.name for p in warm_index.iterdir()) == sorted(
+        [foreign.name, recent.name, listings["kept"].name])
