@@ -141,9 +141,10 @@ _ARTIFACT = re.compile(r"^([0-9a-f]{8,64})-([0-9a-f]{8,64})$")
 _PUBLISHING = re.compile(r"^\.([0-9a-f]{8,64})-([0-9a-f]{8,64})\.tmp-\d+$")
 _TRASH = re.compile(rf"^{re.escape(TRASH_PREFIX)}(\d+)-")
 _RUN_REPORT = re.compile(r"^run-.+\.json$")
+#: A value :func:`harness.warm.store_cached` keeps in the warm-start index (``nox-<digest>.json``).
+_CACHED_VALUE = re.compile(r"^[a-z]+-[0-9a-f]{24}\.json$")
 #: The temporary names of the harness's atomic writes: ``cache.atomic_write_*`` (mkstemp),
 #: the lock file (``.pixi.lock.tmp-<pid>``) and the JUnit file (``.<cell>.xml.<pid>.partial``).
-_CACHED_VALUE = re.compile(r"^[a-z]+-[0-9a-f]{24}\.json$")
 _TEMPORARY = re.compile(r"^\..+(\.[a-z0-9_]{8}\.tmp|\.tmp-\d+|\.\d+\.partial)$")
 #: A temporary file this old belongs to no write in progress: each takes milliseconds.
 TEMPORARY_AGE = 600.0

@@ -38,6 +38,33 @@ _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _NAME_CHARS = _NAME_START | frozenset("0123456789")
 
 
+class scoped_environ:
+    """Set (a value) or unset (``None``) variables of ``os.environ``; restore them on exit.
+
+    For work that runs in this process but reads the environment as a child
+    would: a warm test run inside nox, rattler-build's virtual-package detection.
+    """
+
+    def __init__(self, changes: Mapping[str, str | None]) -> None:
+        self.changes = dict(changes)
+        self.saved: dict[str, str | None] = {}
+
+    @staticmethod
+    def _apply(values: Mapping[str, str | None]) -> None:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def __enter__(self) -> None:
+        self.saved = {name: os.environ.get(name) for name in self.changes}
+        self._apply(self.changes)
+
+    def __exit__(self, *exc: object) -> None:
+        self._apply(self.saved)
+
+
 def clean_base_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """``environ`` without any activated conda/pixi/virtual environment, PATH included."""
     environ = dict(os.environ if environ is None else environ)

@@ -238,26 +238,17 @@ def _warm_in_process(session: nox.Session, argv: Sequence[str]) -> bool:
     from nox.logger import logger
 
     from harness.errors import HarnessError
+    from harness.launch import scoped_environ
     from harness.warmstart import try_warm
 
     args = list(argv[argv.index("test"):])
-    saved = {name: os.environ.get(name) for name in session.env}
-    for name, value in session.env.items():  # None unsets, as session.run reads it
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
     try:
-        code = try_warm(args)
+        with scoped_environ(session.env):  # None unsets, as session.run reads it
+            code = try_warm(args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         sys.stdout.flush()
     if code is None:
         return False

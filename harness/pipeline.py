@@ -200,8 +200,8 @@ def run_cells(
     ``harness build``) nothing is gated: solves use the cell's declared virtual
     packages (rattler-build's own solve too), so a GPU cell's lock and build
     are made on any machine, as CI builds CUDA packages on CPU runners.  A
-    malformed ``CONDA_OVERRIDE_CUDA`` or policy concerns the whole run and is
-    raised as a :class:`HarnessError`.
+    malformed policy, or (when testing) a malformed ``CONDA_OVERRIDE_CUDA``,
+    concerns the whole run and is raised as a :class:`HarnessError`.
     ``repair`` checks every installed file of every prefix and reinstalls the
     damaged packages (:func:`harness.prefix.repair_prefix`).
     """

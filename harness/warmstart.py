@@ -243,7 +243,7 @@ def index_dir(environ: Mapping[str, str] | None = None) -> str:
         return os.path.expanduser(env[INDEX_ENV])
     if env.get("HARNESS_CACHE_DIR"):
         return os.path.join(os.path.expanduser(env["HARNESS_CACHE_DIR"]), DIR_NAME, "index")
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
     return os.path.join(base, "variant-harness", DIR_NAME)
 
 

@@ -163,3 +163,13 @@ def test_a_snapshot_without_cells_never_replays(tmp_path: Path, monkeypatch: pyt
         {"format": warmstart.FORMAT, "python": warmstart.PYTHON, "material": text,
          "taken_ns": 0, "inputs": {}, "cells": [{"lock": str(tmp_path / "l")}]}))
     assert warmstart.try_warm(["test", "c"]) is None  # a cell it cannot read: the full path
+
+
+def test_the_index_is_the_warm_dir_else_in_the_cache_dir_else_in_the_users_cache(tmp_path: Path) -> None:
+    home = {"HOME": str(tmp_path / "home")}
+    assert warmstart.index_dir(home) == str(tmp_path / "home/.cache/variant-harness/warm")
+    xdg = {**home, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert warmstart.index_dir(xdg) == str(tmp_path / "xdg/variant-harness/warm")
+    cache = {**xdg, "HARNESS_CACHE_DIR": str(tmp_path / "root")}
+    assert warmstart.index_dir(cache) == str(tmp_path / "root/warm/index")
+    assert warmstart.index_dir({**cache, warmstart.INDEX_ENV: str(tmp_path / "w")}) == str(tmp_path / "w")

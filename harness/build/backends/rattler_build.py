@@ -18,11 +18,9 @@ log as they arrive.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +28,7 @@ import rattler_build as rb
 
 from harness.build.base import BuildContext, BuildOutput
 from harness.errors import BuildError
+from harness.launch import scoped_environ
 
 RECIPE_KEY = "recipe"
 #: Where the recipe is looked for, relative to the source directory, in order.
@@ -67,27 +66,14 @@ def override_values(declared: Sequence[str]) -> dict[str, str]:
     return values
 
 
-@contextlib.contextmanager
-def declared_virtual_packages(declared: Sequence[str]) -> Iterator[None]:
+def declared_virtual_packages(declared: Sequence[str]) -> scoped_environ:
     """Let rattler-build, which runs in this process, detect the cell's declared virtual packages.
 
     The harness builds one cell at a time per process, so the variables are
     set for exactly the duration of the build and then restored.  Nothing is
     changed when nothing is declared (a backend called outside a cell).
     """
-    if not declared:
-        yield
-        return
-    saved = {var: os.environ.get(var) for var in OVERRIDES.values()}
-    os.environ.update(override_values(declared))
-    try:
-        yield
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+    return scoped_environ(override_values(declared) if declared else {})
 
 
 def _config_key(name: str) -> str:
