@@ -25,6 +25,11 @@ GPU_POLICIES = ("required", "optional", "none")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
+def is_compiler_key(key: str) -> bool:
+    """``c_compiler``, ``cxx_compiler_version``...: variant keys that name no package."""
+    return key.endswith(("_compiler", "_compiler_version"))
+
+
 def check_id(text: str) -> str | None:
     """``None`` if ``text`` is safe as a single directory name, else why not."""
     if not text:
@@ -90,6 +95,9 @@ class Cell:
     axes: FrozenDict[str, str] = field(default_factory=FrozenDict)
     platform_name: str = ""  # the manifest's (possibly rich) platform name
     solve_strategy: str = "highest"
+    channel_priority: str = "strict"  # strict | disabled
+    exclude_newer: str | None = None  # pixi's cutoff as written: a time, a date or a duration
+    exclude_newer_packages: FrozenDict[str, str] = field(default_factory=FrozenDict)
     runners: tuple[str, ...] = ()
     provenance: FrozenDict[str, str] = field(default_factory=FrozenDict, compare=False)
 
@@ -104,6 +112,8 @@ class Cell:
         """The variant assignment as MatchSpecs, fed to every solve of this cell."""
         pins = []
         for name, value in sorted(self.variant.items()):
+            if is_compiler_key(name):
+                continue  # not a package: it chose the compiler package in the build dependencies
             spec = variant_spec(value)
             pins.append(name if spec == "*" else f"{name} {spec}")
         return pins
@@ -158,6 +168,10 @@ class Cell:
             "cuda": self.cuda,
             "tags": list(self.tags),
             "runners": list(self.runners),
+            "solve_strategy": self.solve_strategy,
+            "channel_priority": self.channel_priority,
+            "exclude_newer": self.exclude_newer,
+            "exclude_newer_packages": dict(self.exclude_newer_packages),
             "package": None
             if self.package is None
             else {

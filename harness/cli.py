@@ -43,13 +43,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("cell", "profile", "platform", "variant", "virtual packages", "gpu"):
+    for col in ("cell", "profile", "platform", "variant", "virtual packages", "gpu", "builds"):
         table.add_column(col)
     for c in compiled.cells:
         variant = " ".join(f"{k}={v}" for k, v in c.variant.items()) or "-"
         vps = " ".join(v for v in c.virtual_packages if not v.startswith(("__unix", "__archspec"))) or "-"
-        table.add_row(c.id, c.profile, c.platform_name or c.platform, variant, vps, c.gpu)
-    Console(width=max(100, _width())).print(table)
+        builds = c.package.name if c.package is not None else "-"
+        table.add_row(c.id, c.profile, c.platform_name or c.platform, variant, vps, c.gpu, builds)
+    console = Console(width=max(100, _width()))
+    console.print(table)
+    # The last row ends its line before anything else (a warning on stderr) is written.
+    sys.stdout.flush()
     return 0
 
 

@@ -46,6 +46,8 @@ _FIELD_WORDS = {
     "platform": "platform",
     "subdirs": "platform",
     "strategy": "solve strategy",
+    "channel_priority": "channel priority",
+    "exclude_newer": "exclude-newer",
     "format": "harness version",
 }
 
@@ -68,6 +70,8 @@ def role_material(
         "specs": sorted(request.specs),
         "virtual_packages": sorted(cell.virtual_packages),
         "strategy": cell.solve_strategy or "highest",
+        "channel_priority": cell.channel_priority,
+        "exclude_newer": cell.exclude_newer,
     }
 
 

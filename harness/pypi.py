@@ -38,6 +38,7 @@ _KNOWN_KEYS = {
     "url",
     "subdirectory",
     "index",
+    "requirement",
     *_GIT_REFS,
 }
 
@@ -97,6 +98,8 @@ def requirement(
             key=key,
             hint=f"supported: {', '.join(sorted(_KNOWN_KEYS))}",
         )
+    if isinstance(spec.get("requirement"), str):  # a PEP 508 string from pyproject.toml, as written
+        return PypiRequirement(name, (spec["requirement"],), direct=" @ " in spec["requirement"])
     extras = spec.get("extras") or []
     head = name + (f"[{','.join(extras)}]" if extras else "")
     if "path" in spec:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import os
+import re
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from rattler import (
     BuildString,
     Channel,
+    ChannelPriority,
     Gateway,
     GenericVirtualPackage,
     PackageName,
@@ -191,6 +193,36 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 # -- solving -------------------------------------------------------------------------
 
 
+def channel_specs(specs: Sequence[str], channels: Sequence[ResolvedChannel]) -> list[str]:
+    """Specs with their ``channel::`` prefix as written (``offline::numpy``) turned into the
+    channel's URL, so a channel-pinned dependency comes from that channel and no other."""
+    urls = {c.written.strip(): c.url for c in channels}
+    out = []
+    for spec in specs:
+        head, sep, rest = spec.partition("::")
+        if sep and head in urls:
+            spec = f"{urls[head]}::{rest}"
+        out.append(spec)
+    return out
+
+
+_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
+_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_cutoff(text: str) -> datetime.datetime | datetime.timedelta:
+    """pixi's ``exclude-newer``: an RFC 3339 time, a date (the start of the *next* day, UTC)
+    or a duration before now (``7d``, ``1h30m``).  Raises ``ValueError`` for anything else."""
+    text = text.strip()
+    if re.fullmatch(r"(\d+\s*[wdhms]\s*)+", text):
+        return datetime.timedelta(seconds=sum(int(n) * _SECONDS[u] for n, u in _DURATION.findall(text)))
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        day = datetime.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc)
+        return day + datetime.timedelta(days=1)
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
 def describe_cell(cell: Cell, channels: Sequence[ResolvedChannel]) -> str:
     """The lines every solve failure starts with: what was asked, for which cell."""
     variant = ", ".join(f"{k}={v}" for k, v in sorted(cell.variant.items())) or "(none)"
@@ -216,18 +248,31 @@ def solve_role(
     gateway = gateway or shared_gateway()
     subdirs = [cell.platform, "noarch"]
     refresh_local_channels(gateway, channels, subdirs)
+    if cell.exclude_newer_packages:
+        first = next(iter(cell.exclude_newer_packages))
+        raise SolveError(
+            f"cell {cell.id!r}: per-package cutoffs ({', '.join(cell.exclude_newer_packages)}) cannot "
+            "be honoured: py-rattler's solver takes one exclude-newer for the whole solve",
+            file=cell.manifest, key=first.split(".", 1)[0],
+            hint="drop the per-package table (the workspace's exclude-newer still applies), or pin "
+            "those packages' versions instead",
+        )
     vps = [parse_virtual_package(v) for v in cell.virtual_packages]
     strategy = cell.solve_strategy or "highest"
     try:
         return run_sync(
             solve(
                 [c.url for c in channels],
-                list(request.specs),
+                channel_specs(request.specs, channels),
                 gateway=gateway,
                 platforms=subdirs,
                 virtual_packages=vps,
                 timeout=timeout or solve_timeout(),
                 strategy=strategy,  # type: ignore[arg-type]
+                channel_priority=(
+                    ChannelPriority.Disabled if cell.channel_priority == "disabled" else ChannelPriority.Strict
+                ),
+                exclude_newer=parse_cutoff(cell.exclude_newer) if cell.exclude_newer else None,
             )
         )
     except InvalidMatchSpecError as exc:

@@ -41,6 +41,8 @@ class Dep:
         """Strict MatchSpec text for the solver (``name ==1.2``, ``name 1.2.* py*``)."""
         version = normalize_version(self.version)
         text = self.name
+        if self.channel and not self.channel.startswith(("path:", "url:")):
+            text = f"{self.channel}::{text}"  # channel-restricted: the solve maps it to its URL
         if version != "*" or self.build:
             text += f" {version}"
         if self.build:

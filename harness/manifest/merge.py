@@ -33,12 +33,14 @@ class ResolvedEnvironment:
     host_dependencies: tuple[Dep, ...]
     build_dependencies: tuple[Dep, ...]
     constraints: tuple[Dep, ...]
+    dev: tuple[Dep, ...]
     pypi_dependencies: FrozenDict[str, Any]
     activation_env: FrozenDict[str, str]
     channels: tuple[str, ...]
     platforms: tuple[PlatformDecl, ...]
     system_requirements: FrozenDict[str, str]
     solve_strategy: str
+    channel_priority: str
     tasks: FrozenDict[str, Any]
     provenance: FrozenDict[str, str]
 
@@ -113,18 +115,23 @@ def resolve_environment(manifest: Manifest, env: EnvironmentDecl, platform: Plat
     host = _merge_deps("host_dependencies", manifest, env, platform, provenance)
     build = _merge_deps("build_dependencies", manifest, env, platform, provenance)
     constraints = _merge_deps("constraints", manifest, env, platform, provenance)
+    dev = _merge_deps("dev", manifest, env, platform, provenance)
     pypi: dict[str, Any] = {}
     activation: dict[str, str] = {}
-    tasks: dict[str, Any] = dict(manifest.tasks)
+    tasks: dict[str, Any] = {}
     for fname in features:
         own_env: dict[str, tuple[str, str]] = {}
-        for sel, table in feature_tables(manifest.features[fname], platform):
+        tables = feature_tables(manifest.features[fname], platform)
+        for sel, table in tables:
             for k, v in table.activation_env.items():
                 own_env[k] = (v, sel)
-            for k, v in table.pypi_dependencies.items():
-                pypi.setdefault(k, v)
+        # pixi: the first feature that defines a task wins, and within a feature its most
+        # specific target; the task is taken whole (a target's task replaces the default's).
+        for _, table in reversed(tables):
             for k, v in table.tasks.items():
                 tasks.setdefault(k, v)
+            for k, v in table.pypi_dependencies.items():
+                pypi.setdefault(k, v)
         for k, (v, sel) in own_env.items():
             if k not in activation:  # the first feature wins
                 activation[k] = v
@@ -151,6 +158,8 @@ def resolve_environment(manifest: Manifest, env: EnvironmentDecl, platform: Plat
         if manifest.features[fname].solve_strategy:
             strategy = manifest.features[fname].solve_strategy or strategy
             break
+    priority = next((manifest.features[f].channel_priority for f in features
+                     if manifest.features[f].channel_priority), manifest.channel_priority)
     return ResolvedEnvironment(
         name=env.name,
         platform=platform,
@@ -159,12 +168,14 @@ def resolve_environment(manifest: Manifest, env: EnvironmentDecl, platform: Plat
         host_dependencies=host,
         build_dependencies=build,
         constraints=constraints,
+        dev=dev,
         pypi_dependencies=freeze(pypi),
         activation_env=FrozenDict(activation),
         channels=merge_channels(manifest, features),
         platforms=environment_platforms(manifest, env),
         system_requirements=FrozenDict(sysreq),
         solve_strategy=strategy,
+        channel_priority=priority,
         tasks=freeze(tasks),
         provenance=FrozenDict(provenance),
     )

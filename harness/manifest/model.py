@@ -35,6 +35,7 @@ class TargetTable:
     activation_env: FrozenDict[str, str] = FrozenDict()
     activation_scripts: tuple[str, ...] = ()
     tasks: FrozenDict[str, Any] = FrozenDict()
+    dev: tuple[Dep, ...] = ()  # ``[dev]``: source packages whose dependencies the environment gets
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,10 @@ class Manifest:
     profiles: FrozenDict[str, Profile]
     tasks: FrozenDict[str, Any] = FrozenDict()
     solve_strategy: str = "highest"
+    channel_priority: str = "strict"
+    exclude_newer: str | None = None
+    # ``[exclude-newer]`` / ``[pypi-exclude-newer]`` per package ("exclude-newer.tombi": "0d")
+    exclude_newer_packages: FrozenDict[str, str] = FrozenDict()
     warnings: tuple[str, ...] = field(default=(), compare=False)
     key_prefix: tuple[str, ...] = ()  # ("tool", "pixi") for pyproject.toml
 

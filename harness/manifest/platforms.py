@@ -194,7 +194,7 @@ def default_virtual_packages(platform: PlatformDecl, requirements: dict[str, str
     if os_name == "osx":
         out.append(f"__osx={merged.get('macos') or merged.get('osx') or DEFAULT_OSX.get(subdir, '13.0')}")
     if os_name == "win":
-        out.append("__win=0")
+        out.append(f"__win={merged.get('windows') or '0'}")
     if merged.get("cuda"):
         out.append(f"__cuda={merged['cuda']}")
     arch = merged.get("archspec") or ARCHSPEC.get(subdir)

@@ -7,8 +7,10 @@ pixi's own messages).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import difflib
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -69,9 +71,13 @@ TARGET_KEYS = (
     "build-variants",
 )
 SYSTEM_REQUIREMENT_KEYS = ("cuda", "libc", "linux", "macos", "archspec", "glibc", "osx")
-RICH_PLATFORM_KEYS = ("name", "platform", "cuda", "glibc", "libc", "linux", "macos", "osx", "archspec")
+RICH_PLATFORM_KEYS = ("name", "platform", "cuda", "glibc", "libc", "linux", "macos", "osx", "archspec", "windows")
+# pixi derives a nameless entry's name from these keys, in this order (toml/platform.rs).
+_NAME_KEYS = ("cuda", "archspec", "glibc", "linux", "macos", "windows")
 _PLATFORM_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 PREVIEW_BUILD = "pixi-build"
+SOLVE_STRATEGIES = ("highest", "lowest", "lowest-direct")
+_WORKSPACE_ROOT = "\0root"  # where a member manifest's parent workspace lives (never a TOML key)
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -112,8 +118,24 @@ def find_parent_workspace(path: Path) -> dict[str, Any]:
             if isinstance(ws, dict):
                 preview = ws.get("preview", [])
                 preview = [p for p in preview if isinstance(p, str)] if isinstance(preview, list) else []
-                return {**ws, "preview": [*preview, PREVIEW_BUILD]}
+                return {**ws, "preview": [*preview, PREVIEW_BUILD], _WORKSPACE_ROOT: str(parent)}
     return {"channels": [], "platforms": [], "preview": [PREVIEW_BUILD]}
+
+
+def _name_segment(text: str) -> str:
+    """pixi's ``sanitize_name_segment``: runs of other characters become one ``-``."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
+def derived_platform_name(subdir: str, item: Mapping[str, Any]) -> str:
+    """The name pixi gives a platform entry without one: ``{ platform = "linux-64", cuda =
+    "12.9" }`` is ``linux-64-cuda-12-9`` (keys in pixi's order; ``osx`` is ``macos``)."""
+    parts = [subdir]
+    for key in _NAME_KEYS:
+        value = item.get(key, item.get("osx") if key == "macos" else None)
+        if isinstance(value, str):
+            parts.append(f"{key}-{_name_segment(value)}")
+    return "-".join(parts)
 
 
 def did_you_mean(word: str, options: tuple[str, ...] | list[str]) -> str | None:
@@ -252,9 +274,17 @@ class Reader:
                 raise self.err(f"build variant file '{raw}' does not exist", ws_key, "build-variants-files",
                                hint=f"looked for {f}")
         strategy = ws.get("solve-strategy", "highest")
-        if strategy not in ("highest", "lowest", "lowest-direct"):
+        if strategy not in SOLVE_STRATEGIES:
             raise self.err(f"unknown solve strategy '{strategy}'", ws_key, "solve-strategy",
                            hint="use highest, lowest or lowest-direct")
+        priority = self.channel_priority(ws.get("channel-priority", "strict"), ws_key, "channel-priority")
+        exclude_newer = ws.get("exclude-newer")
+        if exclude_newer is not None:
+            exclude_newer = self.cutoff(exclude_newer, ws_key, "exclude-newer")
+        per_package: dict[str, str] = {}
+        for table in ("exclude-newer", "pypi-exclude-newer"):
+            for pkg, cutoff in self.table(data.get(table), table).items():
+                per_package[f"{table}.{pkg}"] = self.cutoff(cutoff, table, pkg)
 
         features = {DEFAULT_FEATURE: self.read_feature(DEFAULT_FEATURE, data, root=True)}
         feature_tables = self.table(data.get("feature"), "feature")
@@ -266,6 +296,8 @@ class Reader:
                     "'default' feature, use those instead.",
                 )
             features[fname] = self.read_feature(fname, self.table(ftable, "feature", fname), root=False)
+        if self.is_pyproject:
+            self.add_pyproject_features(features)
         profiles = self.read_profiles(data.get("profiles"))
         environments = self.read_environments(data.get("environments"), features, profiles)
         self.check_environments(environments, features)
@@ -277,7 +309,7 @@ class Reader:
             name=name,
             version=version,
             channels=channels,
-            platforms=platforms,
+            platforms=self.platforms,
             preview=tuple(preview),
             build_variants=build_variants,
             target_build_variants=tuple(target_variants),
@@ -288,9 +320,85 @@ class Reader:
             profiles=FrozenDict(profiles),
             tasks=freeze(self.table(data.get("tasks"), "tasks")),
             solve_strategy=strategy,
+            channel_priority=priority,
+            exclude_newer=exclude_newer,
+            exclude_newer_packages=FrozenDict(per_package),
             warnings=tuple(self.warnings),
             key_prefix=self.prefix,
         )
+
+    def add_pyproject_features(self, features: dict[str, Feature]) -> None:
+        """What pixi reads from ``[project]`` (pyproject.rs): ``requires-python`` is the default
+        feature's ``python`` dependency (unless it has one), ``dependencies`` its PyPI
+        dependencies, and each extra of ``optional-dependencies`` and each
+        ``[dependency-groups]`` group a feature of the same name with its PyPI dependencies."""
+        project = self.pyproject_project
+        groups: dict[str, list[Any]] = {}
+        for table_name, key in (("optional-dependencies", ("project", "optional-dependencies")),
+                                ("dependency-groups", ("dependency-groups",))):
+            raw = project.get(table_name) if key[0] == "project" else self.doc.data.get(table_name)
+            for group, reqs in self.outer_table(raw, *key).items():
+                groups.setdefault(group, []).extend(self.outer_list(reqs, *key, group))
+        default = features[DEFAULT_FEATURE]
+        common = default.common
+        if not any(d.name == "python" for d in common.dependencies):
+            spec = project.get("requires-python", "*")
+            if not isinstance(spec, str):
+                raise ManifestError("expected a string", file=self.doc.path, key=["project", "requires-python"],
+                                    line=self.doc.line_of(("project", "requires-python")))
+            spec = re.sub(r"\s+", "", spec)  # PEP 440 allows spaces after operators
+            spec = spec[2:] if spec.startswith("==") and not spec.startswith("===") else spec
+            if problem := valid_version(spec or "*"):
+                raise ManifestError(f"requires-python '{spec}' is not a version spec: {problem}",
+                                    file=self.doc.path, key=["project", "requires-python"],
+                                    line=self.doc.line_of(("project", "requires-python")))
+            common = dataclasses.replace(common, dependencies=(*common.dependencies, Dep("python", spec or "*")))
+        deps = self.outer_list(project.get("dependencies", []), "project", "dependencies")
+        pypi = {**pypi_requirements(deps, self.outer_error("project", "dependencies")), **common.pypi_dependencies}
+        features[DEFAULT_FEATURE] = dataclasses.replace(
+            default, common=dataclasses.replace(common, pypi_dependencies=freeze(pypi)))
+        for group, reqs in groups.items():
+            err = self.outer_error("dependency-groups", group)
+            own = features.get(group, Feature(group))
+            merged = {**pypi_requirements(reqs, err), **own.common.pypi_dependencies}
+            features[group] = dataclasses.replace(
+                own, common=dataclasses.replace(own.common, pypi_dependencies=freeze(merged)))
+
+    def outer_error(self, *key: str) -> Callable[[str], ManifestError]:
+        return lambda message: ManifestError(message, file=self.doc.path, key=list(key),
+                                             line=self.doc.line_of(key))
+
+    def outer_table(self, value: Any, *key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.outer_error(*key)(f"expected a table, found {_kind(value)}")
+        return value
+
+    def outer_list(self, value: Any, *key: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.outer_error(*key)(f"expected a list of requirements, found {_kind(value)}")
+        return value
+
+    def channel_priority(self, value: Any, *key: str) -> str:
+        if value not in ("strict", "disabled"):
+            raise self.err(f"unknown channel priority {value!r}", *key, hint="use strict or disabled")
+        return str(value)
+
+    def cutoff(self, value: Any, *key: str) -> str:
+        """``exclude-newer``: checked here, so a bad value fails when the manifest loads."""
+        from harness.solve import parse_cutoff
+
+        if isinstance(value, (datetime.date, datetime.datetime)):
+            value = value.isoformat()
+        if not isinstance(value, str):
+            raise self.err(f"expected a string, found {_kind(value)}", *key)
+        try:
+            parse_cutoff(value)
+        except ValueError:
+            raise self.err(f"'{value}' is not a time, a date or a duration", *key,
+                           hint='write "2025-01-01", "2025-01-01T12:00:00Z" or "7d"') from None
+        return value
 
     def _package_backend_present(self) -> bool:
         return False
@@ -305,6 +413,11 @@ class Reader:
             if isinstance(item, str):
                 out.append(ChannelRef(item))
             elif isinstance(item, dict) and isinstance(item.get("channel"), str):
+                if "exclude-newer" in item:
+                    raise self.err(
+                        f"channel '{item['channel']}': a per-channel exclude-newer cannot be honoured: "
+                        "py-rattler's solver takes one cutoff for the whole solve", *key,
+                        hint="use the workspace's exclude-newer alone")
                 priority = item.get("priority")
                 if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
                     raise self.err("`priority` must be an integer", *key)
@@ -359,7 +472,8 @@ class Reader:
         if subdir not in KNOWN_SUBDIRS:
             raise self.err(f"'{subdir}' is not a known platform", *key,
                            hint=did_you_mean(str(subdir), KNOWN_SUBDIRS) or "use a conda subdir such as linux-64")
-        name = name or subdir
+        virtual = self.rich_platform_virtual(item, key, i)
+        name = name or derived_platform_name(subdir, item)
         if name in FAMILIES:
             raise self.err(f"the platform name '{name}' is reserved (it is a target selector)", *key,
                            hint="choose another name, such as linux-64-cuda")
@@ -368,8 +482,11 @@ class Reader:
                            hint="use lowercase letters, digits, '-' and '_'")
         if name in KNOWN_SUBDIRS and name != subdir:
             raise self.err(f"the platform name '{name}' is another platform's subdir", *key)
+        return PlatformDecl(name, subdir, FrozenDict(virtual))
+
+    def rich_platform_virtual(self, item: dict[str, Any], key: tuple[str, ...], i: int) -> dict[str, str]:
         virtual = {}
-        for k in ("cuda", "glibc", "libc", "linux", "macos", "osx", "archspec"):
+        for k in ("cuda", "glibc", "libc", "linux", "macos", "osx", "archspec", "windows"):
             if k in item:
                 v = item[k]
                 if not isinstance(v, str):
@@ -378,7 +495,7 @@ class Reader:
                     raise self.err(f"platform entry {i}: `{k}`: {problem}", *key,
                                    hint=f'write a version such as {k} = "12"')
                 virtual["libc" if k in ("glibc", "libc") else "macos" if k == "osx" else k] = v
-        return PlatformDecl(name, subdir, FrozenDict(virtual))
+        return virtual
 
     def read_variants(self, value: Any, *key: str) -> FrozenDict[str, tuple[str, ...]]:
         out: dict[str, tuple[str, ...]] = {}
@@ -448,6 +565,10 @@ class Reader:
             platforms = self.strings(table["platforms"], *base, "platforms")
             if not root:
                 for p in platforms:
+                    if p not in self.platform_names and p in KNOWN_SUBDIRS and not any(d.is_rich for d in self.platforms):
+                        # pixi: a workspace of plain subdirs takes a feature's other subdirs in.
+                        self.platforms = (*self.platforms, PlatformDecl(p, p))
+                        self.platform_names.add(p)
                     if p not in self.platform_names:
                         declared = ", ".join(sorted(self.platform_names)) or "nothing"
                         raise self.err(
@@ -467,6 +588,11 @@ class Reader:
         for key in ("channel-priority", "solve-strategy"):
             if key in table and not isinstance(table[key], str):
                 raise self.err("expected a string", *base, key)
+        if "channel-priority" in table:
+            self.channel_priority(table["channel-priority"], *base, "channel-priority")
+        if table.get("solve-strategy") not in (None, *SOLVE_STRATEGIES):
+            raise self.err(f"unknown solve strategy '{table['solve-strategy']}'", *base, "solve-strategy",
+                           hint="use highest, lowest or lowest-direct")
         return Feature(
             name=name,
             common=common,
@@ -523,7 +649,13 @@ class Reader:
                 raise self.err(problem, *base, "activation", "env", k, hint=ENV_HINT)
         scripts = self.strings(activation.get("scripts", []), *base, "activation", "scripts")
         tasks = self.table(table.get("tasks"), *base, "tasks")
+        dev = self.read_deps(table.get("dev"), (*base, "dev"))
+        for dep in dev:
+            if not dep.is_source:
+                raise self.err(f"'{dep.name}' in [dev] must be a source package (path or git)", *base, "dev",
+                               dep.name, hint=f'write {dep.name} = {{ path = "." }}')
         return TargetTable(
+            dev=dev,
             dependencies=deps,
             host_dependencies=host,
             build_dependencies=build,
@@ -534,9 +666,29 @@ class Reader:
             tasks=freeze(tasks),
         )
 
+    def inherited(self, name: str, spec: Any, key: tuple[str, ...]) -> Any:
+        """``{ workspace = true }``: the entry of ``[workspace.dependencies]`` (pixi's pool), a
+        relative ``path`` re-anchored from the workspace's directory to this manifest's."""
+        if not (isinstance(spec, dict) and "workspace" in spec):
+            return spec
+        if spec["workspace"] is not True:
+            raise self.err("`workspace` cannot be false", *key, name,
+                           hint="By default no fields are inherited from the workspace")
+        pool = self.ws.get("dependencies")
+        if not isinstance(pool, dict) or name not in pool:
+            raise self.err(f"the workspace does not define a dependency '{name}'", *key, name,
+                           hint=f"add {name} to [workspace.dependencies] or write its spec here")
+        entry = pool[name]
+        root = self.ws.get(_WORKSPACE_ROOT)
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(root, str):
+            target = Path(root) / entry["path"]
+            entry = {**entry, "path": os.path.relpath(target, self.doc.path.parent)}
+        return entry
+
     def read_deps(self, value: Any, key: tuple[str, ...]) -> tuple[Dep, ...]:
         out = []
         for name, spec in self.table(value, *key).items():
+            spec = self.inherited(name, spec, key)
             dep = parse_dep(name, spec)
             if isinstance(dep, str):
                 raise self.err(dep, *key, name)
@@ -718,6 +870,12 @@ class Reader:
             raise self.err("missing field 'build' in [package]", "package",
                            hint='add [package.build] with backend = { name = "pixi-build-python", version = "*" }')
         backend_raw = build.get("backend")
+        if isinstance(backend_raw, dict) and backend_raw.get("workspace") is not None:
+            name_of = backend_raw.get("name")
+            inherited = self.inherited(str(name_of), {"workspace": backend_raw["workspace"]},
+                                       ("package", "build", "backend"))
+            inherited = {"version": inherited} if isinstance(inherited, str) else dict(inherited)
+            backend_raw = {**{k: v for k, v in backend_raw.items() if k != "workspace"}, **inherited}
         if isinstance(backend_raw, dict):
             backend_name = backend_raw.get("name")
             backend_version = backend_raw.get("version", "*")
@@ -832,10 +990,13 @@ BACKENDS_INFERRING_METADATA = (
 # unknown keys are rejected as the backends do.  Other backends are passed through.
 _COMMON_CONFIG = ("env", "debug-dir", "extra-input-globs", "compilers", "extra-args")
 BACKEND_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "pixi-build-python": (*_COMMON_CONFIG, "noarch", "ignore-pyproject-manifest", "ignore-pypi-mapping", "editable"),
+    "pixi-build-python": (
+        *_COMMON_CONFIG, "noarch", "ignore-pyproject-manifest", "ignore-pypi-mapping", "editable",
+        "pip-config", "abi3", "pypi-conda-map", "skip-pyc-compilation", "installer",
+    ),
     "pixi-build-cmake": (*_COMMON_CONFIG, "build-type"),
-    "pixi-build-rattler-build": ("debug-dir", "extra-input-globs", "experimental", "env"),
-    "pixi-build-rust": (*_COMMON_CONFIG, "ignore-cargo-manifest"),
+    "pixi-build-rattler-build": ("debug-dir", "extra-input-globs", "experimental", "env", "recipe"),
+    "pixi-build-rust": (*_COMMON_CONFIG, "ignore-cargo-manifest", "system-env", "binaries"),
 }
 
 
@@ -847,6 +1008,23 @@ def check_backend_config(backend: str, config: Mapping[str, Any], err: Callable[
         if key not in allowed:
             raise err(f"failed to parse configuration: unknown field `{key}`", key,
                       hint=f"{backend} accepts " + ", ".join(allowed))
+
+
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
+
+
+def pypi_requirements(reqs: list[Any], err: Callable[[str], ManifestError]) -> dict[str, Any]:
+    """PEP 508 strings as ``pypi-dependencies`` entries (the whole string, markers included,
+    goes to the installer); a dependency group's ``{ include-group = ... }`` is skipped."""
+    out: dict[str, Any] = {}
+    for req in reqs:
+        if isinstance(req, dict) and "include-group" in req:
+            continue
+        if not isinstance(req, str) or not (match := _REQUIREMENT_NAME.match(req)):
+            raise err(f"{req!r} is not a PEP 508 requirement")
+        name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+        out[name] = {"requirement": req.strip()}
+    return out
 
 
 def _looks_like_spec(value: dict[str, Any]) -> bool:

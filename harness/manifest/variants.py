@@ -3,12 +3,14 @@
 Values come from ``build-variants-files`` (read by py-rattler-build's
 ``VariantConfig``, so ``zip_keys`` and ``if:`` selectors mean what rattler-build
 says) and from ``[workspace.build-variants]`` / its target tables, which win.
-A cell's assignment is explicit: per used key exactly one value must be allowed
-by the cell's environment, otherwise the cell does not compile.
+A cell's assignment is explicit: an environment that allows several values of a
+used key becomes one cell per allowed value (zipped keys together); one that allows
+none does not compile.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,13 +118,48 @@ def _variant_space(
     return VariantSpace(FrozenDict(values), tuple(zips), FrozenDict(sources))
 
 
+# The compilers a backend adds when its configuration lists none (pixi-build-backends' defaults).
+DEFAULT_COMPILERS = {"pixi-build-cmake": ("cxx",), "pixi-build-rust": ("rust",)}
+
+
+def compiler_keys(compilers: Iterable[str]) -> set[str]:
+    """The variant keys a list of compilers reads: ``c`` -> ``c_compiler``, ``c_compiler_version``."""
+    return {f"{c}_compiler{suffix}" for c in compilers for suffix in ("", "_version")}
+
+
+def package_compilers(manifest: Manifest) -> set[str]:
+    """Every compiler the package's backend configuration lists, on any target."""
+    pkg = manifest.package
+    if pkg is None:
+        return set()
+    found: set[str] = set()
+    listed = False
+    for config in (pkg.config, *(c for _, c in pkg.target_config)):
+        value = config.get("compilers")
+        if isinstance(value, (list, tuple)):
+            listed = True
+            found.update(str(v) for v in value)
+    return found if listed else set(DEFAULT_COMPILERS.get(pkg.backend, ()))
+
+
 def used_keys(manifest: Manifest, space: VariantSpace) -> set[str]:
-    """Variant keys the package uses.  A recipe-based package may use any key."""
+    """Variant keys the package uses: its dependencies' names and its compilers' keys.
+
+    A recipe-based package may use any key.  Compiler keys count, so that two
+    builds with different compilers never share a variant key.
+    """
     if manifest.package is None:
         return set()
     if manifest.package.backend == "pixi-build-rattler-build":
         return set(space.values)
-    return manifest.package.uses() & set(space.values)
+    names = manifest.package.uses() | compiler_keys(package_compilers(manifest))
+    return names & set(space.values)
+
+
+def package_label(manifest: Manifest) -> str:
+    """The package's name for messages, also when [package] leaves it to the backend."""
+    pkg = manifest.package
+    return (pkg.name if pkg is not None else None) or manifest.name or manifest.root.name
 
 
 _LITERAL = re.compile(r"\d+(?:\.\d+)*")
@@ -167,6 +204,84 @@ def _row_allowed(
     return True
 
 
+@dataclass(frozen=True)
+class VariantChoice:
+    """One allowed combination: the assignment, where each value came from, and the keys
+    that the environment left open (they name the cell: ``cu13`` + python open -> ``cu13-py312``)."""
+
+    assignment: FrozenDict[str, str]
+    provenance: FrozenDict[str, str]
+    open_keys: tuple[str, ...]
+
+
+def _no_value_error(
+    keys: Sequence[str], rows: Sequence[Sequence[str]], specs: Mapping[str, Sequence[str]],
+    explicit: Mapping[str, str], where: str, manifest: Manifest,
+) -> CellError:
+    label = ", ".join(keys)
+    offered = "; ".join(", ".join(r) for r in rows)
+    asked = "; ".join(
+        f"{k} {explicit[k]} (matrix axis)" if k in explicit else f"{k} {' and '.join(specs.get(k, ('*',)))}"
+        for k in keys
+    )
+    return CellError(
+        f"{where} allows no value of build variant {label}: it asks for {asked}, "
+        f"the workspace offers {offered}",
+        file=manifest.path, key=["workspace", "build-variants", keys[0]],
+        line=manifest.line_of("workspace", "build-variants", keys[0]),
+        hint=f"add a matching value to build-variants.{keys[0]} or change the environment's pin",
+    )
+
+
+def choices(
+    space: VariantSpace,
+    used: Iterable[str],
+    specs: Mapping[str, Sequence[str]],
+    explicit: Mapping[str, str],
+    *,
+    where: str,
+    manifest: Manifest,
+) -> list[VariantChoice]:
+    """Every allowed combination of the used keys, in the order the workspace lists values.
+
+    ``specs`` are the environment's version specs per package name; ``explicit``
+    values (matrix axes) must be among the declared values.  A group (a key, or
+    zipped keys) that allows several rows is *open*: the environment becomes one
+    cell per row, where pixi's solver would silently pick one.  A group that
+    allows none is an error naming the environment, the keys and the values.
+    """
+    per_group: list[tuple[tuple[str, ...], list[tuple[str, ...]], bool]] = []
+    for keys, rows in space.groups(used):
+        allowed = [row for row in rows if _row_allowed(keys, row, specs, explicit)]
+        if not allowed:
+            raise _no_value_error(keys, rows, specs, explicit, where, manifest)
+        per_group.append((keys, allowed, len(allowed) > 1))
+    out: list[VariantChoice] = []
+    for combo in itertools.product(*(allowed for _, allowed, _ in per_group)):
+        assignment: dict[str, str] = {}
+        provenance: dict[str, str] = {}
+        open_keys: list[str] = []
+        for (keys, allowed, is_open), row in zip(per_group, combo, strict=True):
+            for i, (k, v) in enumerate(zip(keys, row, strict=True)):
+                assignment[k] = v
+                if k in explicit:
+                    provenance[f"variant.{k}"] = f"matrix axis ({explicit[k]})"
+                elif is_open:
+                    provenance[f"variant.{k}"] = (
+                        f"{space.sources.get(k, 'build-variants')}, one cell per allowed value"
+                    )
+                else:
+                    provenance[f"variant.{k}"] = (
+                        f"{space.sources.get(k, 'build-variants')}, chosen by "
+                        f"{' and '.join(specs.get(k, ('the only value',)))}"
+                    )
+                # Of zipped keys, only those whose value differs between rows name the cell.
+                if is_open and len({r[i] for r in allowed}) > 1:
+                    open_keys.append(k)
+        out.append(VariantChoice(FrozenDict(assignment), FrozenDict(provenance), tuple(open_keys)))
+    return out
+
+
 def assign(
     space: VariantSpace,
     used: Iterable[str],
@@ -176,44 +291,39 @@ def assign(
     where: str,
     manifest: Manifest,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Pick the one allowed value per used key.  Returns (assignment, provenance).
+    """The one allowed assignment; several are an error (for callers that need exactly one)."""
+    found = choices(space, used, specs, explicit, where=where, manifest=manifest)
+    if len(found) > 1:
+        keys = ", ".join(dict.fromkeys(k for c in found for k in c.open_keys))
+        raise CellError(
+            f"{where} allows {len(found)} combinations of build variant {keys}: a cell needs exactly one",
+            file=manifest.path, key=["workspace", "build-variants"],
+            line=manifest.line_of("workspace", "build-variants"),
+            hint="compile the environment with compile_cells, which makes one cell per combination",
+        )
+    return dict(found[0].assignment), dict(found[0].provenance)
 
-    ``specs`` are the environment's version specs per package name; ``explicit``
-    values (from matrix axes) must be among the declared values.
+
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._+]+")
+_SHORT_KEYS = {"python": "py", "cuda-version": "cu", "cuda_version": "cu"}
+
+
+def variant_label(key: str, value: str) -> str:
+    """The part of a cell id that names one expanded variant value.
+
+    Follows what users write by hand: ``python 3.12.*`` -> ``py312``,
+    ``cuda-version 12.8.*`` -> ``cu128`` (``12.*`` -> ``cu12``); any other key
+    ``key-value`` with everything but letters, digits, ``.``, ``_`` and ``+``
+    turned into ``-`` (``c_compiler gcc`` -> ``c_compiler-gcc``).
     """
-    assignment: dict[str, str] = {}
-    provenance: dict[str, str] = {}
-    for keys, rows in space.groups(used):
-        allowed = [row for row in rows if _row_allowed(keys, row, specs, explicit)]
-        label = ", ".join(keys)
-        if not allowed:
-            offered = "; ".join(", ".join(r) for r in rows)
-            asked = "; ".join(
-                f"{k} {explicit[k]} (matrix axis)" if k in explicit else f"{k} {' and '.join(specs.get(k, ('*',)))}"
-                for k in keys
-            )
-            raise CellError(
-                f"{where} allows no value of build variant {label}: it asks for {asked}, "
-                f"the workspace offers {offered}",
-                file=manifest.path, key=["workspace", "build-variants", keys[0]],
-                line=manifest.line_of("workspace", "build-variants", keys[0]),
-                hint=f"add a matching value to build-variants.{keys[0]} or change the environment's pin",
-            )
-        if len(allowed) > 1:
-            raise CellError(
-                f"{where} allows {len(allowed)} values of build variant {label} "
-                f"({'; '.join(', '.join(r) for r in allowed)}): a cell needs exactly one",
-                file=manifest.path, key=["workspace", "build-variants", keys[0]],
-                line=manifest.line_of("workspace", "build-variants", keys[0]),
-                hint=f'pin it in the environment, e.g. a feature with {keys[0]} = "{allowed[0][0]}"',
-            )
-        for k, v in zip(keys, allowed[0], strict=True):
-            assignment[k] = v
-            provenance[f"variant.{k}"] = (
-                f"matrix axis ({explicit[k]})" if k in explicit
-                else f"{space.sources.get(k, 'build-variants')}, chosen by {' and '.join(specs.get(k, ('the only value',)))}"
-            )
-    return assignment, provenance
+    text = str(value).strip()
+    while text.endswith((".*", "*")):
+        text = text[:-2] if text.endswith(".*") else text[:-1]
+    short = _SHORT_KEYS.get(key)
+    if short and re.fullmatch(r"\d+(?:\.\d+)*", text):
+        return short + text.replace(".", "")
+    body = _LABEL_UNSAFE.sub("-", text).strip("-.") or "any"
+    return f"{_LABEL_UNSAFE.sub('-', key).strip('-')}-{body}"
 
 
 def unused_variant_warnings(manifest: Manifest, space: VariantSpace) -> list[str]:
@@ -226,7 +336,7 @@ def unused_variant_warnings(manifest: Manifest, space: VariantSpace) -> list[str
         ]
     used = used_keys(manifest, space)
     return [
-        f"{manifest.path}: build variant '{k}' is not used by package '{manifest.package.name}' "
+        f"{manifest.path}: build variant '{k}' is not used by package '{package_label(manifest)}' "
         f"(add {k} to its host or run dependencies, or drop the variant)"
         for k in space.values
         if k not in used

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from harness.build.expand import ENV_HINT, env_name_problem, env_value_problem
-from harness.compile import Compiled, Overrides, compile_cell
+from harness.compile import Compiled, Overrides, compile_cells
 from harness.errors import MatrixError
 from harness.frozen import FrozenDict, thaw
 from harness.manifest.read import load_manifest
@@ -233,5 +233,5 @@ def compile_matrix(matrix: Matrix) -> Compiled:
                 hint="put every axis that varies into the name template, or give values distinct labels",
             )
         seen[folded] = (ov.id, {**ov.axes, "profile": ov.profile or ""})
-    cells = [compile_cell(manifest, env, ov) for ov in overrides]
+    cells = [cell for ov in overrides for cell in compile_cells(manifest, env, ov)]
     return Compiled(tuple(cells), manifest.warnings, matrix.path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.compile import Overrides, compile_cell, compile_manifest
+from harness.compile import Overrides, compile_cell, compile_cells, compile_manifest
 from harness.errors import CellError, HarnessError, ManifestError
 from harness.manifest.merge import resolve_environment
 from harness.manifest.read import load_manifest
@@ -207,18 +207,44 @@ def test_custom_profile_must_inherit(write) -> None:
         load_manifest(write("pixi.toml", PACKAGE.replace('[profiles.fast]\ninherits = "ci"', "[profiles.fast]")))
 
 
-def test_ambiguous_and_impossible_variants_name_environment_key_and_values(write) -> None:
+def test_an_open_variant_expands_into_one_cell_per_value_and_no_value_is_an_error(write) -> None:
     text = PACKAGE + '\nopen = { features = [], no-default-feature = false }\nbad = ["py314"]\n[feature.py314.dependencies]\npython = "3.14.*"\n'
     m = load_manifest(write("pixi.toml", text))
-    with pytest.raises(CellError) as info:
+    cells = compile_cells(m, m.environments["open"])
+    assert [c.id for c in cells] == ["open-py312", "open-py313"]
+    assert [dict(c.variant) for c in cells] == [{"python": "3.12.*"}, {"python": "3.13.*"}]
+    assert cells[0].pure_key != cells[1].pure_key
+    assert "one cell per allowed value" in cells[0].provenance["variant.python"]
+    with pytest.raises(CellError, match="expands into 2 cells"):
         compile_cell(m, m.environments["open"])
-    assert "environment 'open'" in str(info.value) and "python" in str(info.value)
-    assert "3.12.*; 3.13.*" in str(info.value)
     with pytest.raises(CellError) as info:
-        compile_cell(m, m.environments["bad"])
-    assert "allows no value" in str(info.value) and "3.14.*" in str(info.value)
+        compile_cells(m, m.environments["bad"])
+    assert "environment 'bad'" in str(info.value) and "allows no value" in str(info.value)
+    assert "3.14.*" in str(info.value) and "3.12.*, " not in str(info.value)
     with pytest.raises(CellError):
         compile_manifest(m)  # declared environments must compile
+
+
+def test_the_implicit_default_is_a_cell_only_alone_and_a_declared_default_drops_its_prefix(write) -> None:
+    head = PACKAGE.split("[feature.py312")[0] + PACKAGE[PACKAGE.index("[package]"):].split("[profiles")[0]
+    lint = '[feature.lint.dependencies]\nruff = "*"\n'
+    alone = compile_manifest(load_manifest(write("a/pixi.toml", head)))
+    assert [c.id for c in alone.cells] == ["py312", "py313"]
+    assert not [w for w in alone.warnings if "default" in w]
+    beside = compile_manifest(load_manifest(write("b/pixi.toml", head + lint + '[environments]\nlint = { features = ["lint"], no-default-feature = true }\n')))
+    assert [c.id for c in beside.cells] == ["lint"] and not [w for w in beside.warnings if "default" in w]
+    assert beside.cells[0].package is None  # no path dependency on the package: no build stage
+    declared = compile_manifest(load_manifest(write("c/pixi.toml", head + lint + '[environments]\ndefault = []\nlint = { features = ["lint"], no-default-feature = true }\n')))
+    assert [c.id for c in declared.cells] == ["py312", "py313", "lint"]
+    assert all(c.environment == "default" and c.package is not None for c in declared.cells[:2])
+
+
+def test_an_expanded_id_that_clashes_with_an_environment_names_both(write) -> None:
+    text = PACKAGE + "default = []\n"
+    with pytest.raises(CellError) as info:
+        compile_manifest(load_manifest(write("pixi.toml", text)))
+    message = str(info.value)
+    assert "'py312'" in message and "environment 'default'" in message and "environment 'py312'" in message
 
 
 def test_unknown_backend_config_key_is_rejected_when_cells_compile(write) -> None:
@@ -246,8 +272,10 @@ def test_yaml_variant_files_with_zip_keys(write) -> None:
     m = load_manifest(write("pixi.toml", text))
     cell = compile_cell(m, m.environments["py313"])
     assert dict(cell.variant) == {"cuda_compiler_version": "13.0", "cudnn": "9.5", "python": "3.13.*"}
-    with pytest.raises(CellError, match="cuda_compiler_version, cudnn"):
-        compile_cell(m, m.environments["py312"])
+    # py312 leaves the zipped pair open: one cell per row, the two keys varying together
+    cells = compile_cells(m, m.environments["py312"])
+    assert [(c.variant["cuda_compiler_version"], c.variant["cudnn"]) for c in cells] == [("12.8", "9.1"), ("13.0", "9.5")]
+    assert [c.id for c in cells] == ["py312-cuda_compiler_version-12.8-cudnn-9.1", "py312-cuda_compiler_version-13.0-cudnn-9.5"]
 
 
 @pytest.mark.parametrize("name", ["../x", "x/y", "..", "", "a b", "ünï"])

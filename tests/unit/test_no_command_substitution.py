@@ -210,7 +210,7 @@ def test_activation_env_values_reach_the_tests_as_text(
 ) -> None:
     (value,) = payloads((trick,), marker)
     manifest = tmp_path / "pixi.toml"
-    manifest.write_text(f'{WORKSPACE}[environments]\ne = ["f"]\n[feature.f]\n[{table}]\nX = {toml_str(value)}\n')
+    manifest.write_text(f'{WORKSPACE}[environments]\ndefault = []\ne = ["f"]\n[feature.f]\n[{table}]\nX = {toml_str(value)}\n')
     cell = cell_of(manifest, environment)
     assert cell.activation_env["X"] == value
     assert run_in_cell(tmp_path, cell, ECHO_X) == value
