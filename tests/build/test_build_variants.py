@@ -354,3 +354,29 @@ def test_an_unknown_backend_names_the_known_ones(project, offline_channel: Offli
     message = result.errors["cu128"]
     assert "unknown build backend 'pixi-build-zig'" in message and "package.build.backend" in message
     assert "pixi-build-cmake, pixi-build-python, pixi-build-rattler-build" in message
+
+
+OPEN_PYTHON_BODY = """
+[workspace.build-variants]
+python = ["3.10.*", "3.11.*", "3.12.*", "3.13.*"]
+cuda-version = ["13.*"]
+[environments]
+test = ["test"]
+"""
+
+
+def test_one_environment_over_four_pythons_runs_as_four_cells(project, offline_channel: OfflineChannel) -> None:
+    """An environment that leaves python open is one cell per value, each with its own build."""
+    needs_python("3.10", "3.11", "3.12", "3.13")
+    root = project(manifest([offline_channel.url], OPEN_PYTHON_BODY, deps=""))
+    cells = cells_of(root)
+    assert [c.id for c in cells] == ["test-py310", "test-py311", "test-py312", "test-py313"]
+    result = run(cells)
+    assert builds(result) == {"done": 4}
+    assert len(build_dirs(root)) == 4 and len(artifact_dirs(root)) == 4
+    for minor in ("10", "11", "12", "13"):
+        ext = list((site_packages(root, f"test-py3{minor}", f"3.{minor}") / "pointops").glob("_core*.so"))
+        assert [p.name for p in ext] == [f"_core.cpython-3{minor}-x86_64-linux-gnu.so"]
+    assert len(result.outcomes) == 4
+    assert all(o.ok and o.passed >= 7 for o in result.outcomes.values()), result.outcomes
+    assert builds(run(cells)) == {"cached": 4}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cell import check_id
 from harness.compile import compile_manifest
 from harness.errors import HarnessError
 from harness.manifest.read import load_manifest
@@ -44,6 +45,43 @@ def test_valid_manifest_loads_and_lists_environments(path: Path) -> None:
     assert "default" in manifest.environments
     for env in manifest.environments.values():
         assert all(f in manifest.features for f in env.all_features)
+
+
+@pytest.mark.parametrize("path", VALID + WARNING, ids=_id)
+def test_valid_manifest_compiles_into_cells(path: Path) -> None:
+    """Not only loaded: every valid manifest compiles into cells, with unique, safe ids."""
+    compiled = compile_manifest(load_manifest(path))
+    ids = [c.id for c in compiled.cells]
+    assert ids and len(set(ids)) == len(ids)
+    assert all(check_id(i) is None for i in ids)
+    assert not any("None" in w for w in compiled.warnings)
+
+
+# Cells whose count the open variants decide (pixi's solver would have picked one of each).
+EXPANDED = {
+    "external/NVIDIA__cuda-python/cuda_bindings/pixi.toml": ("cu13", 5, "python"),
+    "pixi-repo/tests/data/pixi-build/build-variant-manifest-python/pixi.toml": ("default", 2, "package3"),
+    "pixi-repo/tests/data/pixi-build/build-variant-files-python/pixi.toml": ("default", 3, "package3"),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(EXPANDED))
+def test_open_variants_expand_into_one_cell_per_value(rel: str) -> None:
+    environment, count, key = EXPANDED[rel]
+    cells = [c for c in compile_manifest(load_manifest(CORPUS / rel)).cells if c.environment == environment]
+    assert len(cells) == count
+    assert len({c.variant[key] for c in cells}) == count
+    assert len({c.pure_key for c in cells}) == count
+
+
+def test_cuda_bindings_cu13_cells_pin_five_pythons_and_run_the_linux_test_task() -> None:
+    path = CORPUS / "external/NVIDIA__cuda-python/cuda_bindings/pixi.toml"
+    cells = compile_manifest(load_manifest(path)).cells
+    assert [c.id for c in cells] == [f"cu13-py3{m}" for m in range(10, 15)]
+    assert {c.variant["python"] for c in cells} == {f"3.{m}.*" for m in range(10, 15)}
+    assert all("python " + c.variant["python"] in c.variant_pins() for c in cells)
+    assert all(c.test_command == "pytest $PIXI_PROJECT_ROOT" for c in cells)
+    assert all(c.activation_env["PIXI_PROJECT_ROOT"] == str(path.parent) for c in cells)
 
 
 @pytest.mark.parametrize("path", INVALID, ids=_id)
