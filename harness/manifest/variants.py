@@ -233,6 +233,20 @@ def _no_value_error(
     )
 
 
+@lru_cache(maxsize=1024)
+def _allowed(
+    space: VariantSpace, used: frozenset[str], specs: tuple[tuple[str, tuple[str, ...]], ...],
+    explicit: tuple[tuple[str, str], ...],
+) -> tuple[tuple[tuple[str, ...], tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]], ...]:
+    """Per group: its keys, its rows and the rows the specs allow (memoised: the cells of a
+    matrix ask the same question many times)."""
+    spec_map, explicit_map = dict(specs), dict(explicit)
+    return tuple(
+        (keys, tuple(rows), tuple(r for r in rows if _row_allowed(keys, r, spec_map, explicit_map)))
+        for keys, rows in space.groups(used)
+    )
+
+
 def choices(
     space: VariantSpace,
     used: Iterable[str],
@@ -250,12 +264,12 @@ def choices(
     cell per row, where pixi's solver would silently pick one.  A group that
     allows none is an error naming the environment, the keys and the values.
     """
+    relevant = tuple(sorted((k, tuple(v)) for k, v in specs.items() if k in space.values))
     per_group: list[tuple[tuple[str, ...], list[tuple[str, ...]], bool]] = []
-    for keys, rows in space.groups(used):
-        allowed = [row for row in rows if _row_allowed(keys, row, specs, explicit)]
+    for keys, rows, allowed in _allowed(space, frozenset(used), relevant, tuple(sorted(explicit.items()))):
         if not allowed:
             raise _no_value_error(keys, rows, specs, explicit, where, manifest)
-        per_group.append((keys, allowed, len(allowed) > 1))
+        per_group.append((keys, list(allowed), len(allowed) > 1))
     out: list[VariantChoice] = []
     for combo in itertools.product(*(allowed for _, allowed, _ in per_group)):
         assignment: dict[str, str] = {}
