@@ -87,7 +87,11 @@ def test_missing_channel_path_names_the_channel(tmp_path):
     assert "'./nope'" in text and "pixi.toml" in text and "channels" in text
 
 
-def test_offline_channel_comes_from_a_registered_provider(tmp_path):
+def test_offline_channel_comes_from_a_registered_provider(tmp_path, monkeypatch):
+    from harness import channels
+
+    # Runs earlier in this worker may have registered the offline channel: start without it.
+    monkeypatch.setattr(channels, "_NAMED", {})
     offline = tmp_path / "offline-channel"
     offline.mkdir()
     with pytest.raises(ChannelError, match="no provider"):
