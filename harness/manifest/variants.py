@@ -296,28 +296,6 @@ def choices(
     return out
 
 
-def assign(
-    space: VariantSpace,
-    used: Iterable[str],
-    specs: Mapping[str, Sequence[str]],
-    explicit: Mapping[str, str],
-    *,
-    where: str,
-    manifest: Manifest,
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The one allowed assignment; several are an error (for callers that need exactly one)."""
-    found = choices(space, used, specs, explicit, where=where, manifest=manifest)
-    if len(found) > 1:
-        keys = ", ".join(dict.fromkeys(k for c in found for k in c.open_keys))
-        raise CellError(
-            f"{where} allows {len(found)} combinations of build variant {keys}: a cell needs exactly one",
-            file=manifest.path, key=["workspace", "build-variants"],
-            line=manifest.line_of("workspace", "build-variants"),
-            hint="compile the environment with compile_cells, which makes one cell per combination",
-        )
-    return dict(found[0].assignment), dict(found[0].provenance)
-
-
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._+]+")
 _SHORT_KEYS = {"python": "py", "cuda-version": "cu", "cuda_version": "cu"}
 

@@ -110,18 +110,21 @@ def test_a_matrix_expands_the_keys_its_axes_leave_open(write) -> None:
     assert all(c.axes["cuda"] in c.variant["cuda-version"] for c in got)
 
 
+WITH_LINT = HEAD + """
+[workspace.build-variants]
+python = ["3.12.*", "3.13.*"]
+[dependencies]
+pkg = { path = "." }
+[feature.lint.dependencies]
+ruff = "*"
+[environments]
+default = []
+lint = { features = ["lint"], no-default-feature = true }
+""" + PACKAGE.replace('cuda-version = "*"\n', "")
+
+
 def test_an_environment_without_the_package_has_no_build_stage(write) -> None:
-    text = HEAD + """
-    [workspace.build-variants]
-    python = ["3.12.*", "3.13.*"]
-    [dependencies]
-    pkg = { path = "." }
-    [feature.lint.dependencies]
-    ruff = "*"
-    [environments]
-    default = []
-    lint = { features = ["lint"], no-default-feature = true }
-    """ + PACKAGE.replace('cuda-version = "*"\n', "")
+    text = WITH_LINT
     got = {c.id: c for c in cells(write, text)}
     assert set(got) == {"py312", "py313", "lint"}
     assert got["lint"].package is None and not got["lint"].variant
@@ -129,17 +132,7 @@ def test_an_environment_without_the_package_has_no_build_stage(write) -> None:
 
 
 def test_harness_list_says_which_cells_build_and_ends_its_last_line(write) -> None:
-    path = write("pixi.toml", HEAD + """
-    [workspace.build-variants]
-    python = ["3.12.*", "3.13.*"]
-    [dependencies]
-    pkg = { path = "." }
-    [feature.lint.dependencies]
-    ruff = "*"
-    [environments]
-    default = []
-    lint = { features = ["lint"], no-default-feature = true }
-    """ + PACKAGE.replace('cuda-version = "*"\n', ""))
+    path = write("pixi.toml", WITH_LINT)
     done = subprocess.run([sys.executable, "-m", "harness", "list", str(path)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
