@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform as _platform
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,6 @@ from typing import Any
 from harness.cell import Cell, PackageBuild, check_id
 from harness.errors import CellError
 from harness.frozen import FrozenDict, freeze
-from harness.launch import quote
 from harness.manifest.merge import ResolvedEnvironment, environment_platforms, resolve_environment
 from harness.manifest.model import EnvironmentDecl, Feature, Manifest, TargetTable
 from harness.manifest.platforms import (
@@ -167,7 +167,8 @@ def _test_command(
         # The manifest is valid for pixi; only running this cell's tests cannot work.
         # The cell still lists, solves and builds, and its test stage fails saying why.
         message = exc.message.replace("'", "")
-        return f"echo {quote(f'harness: {message}')} >&2; exit 2", "tasks.test (cannot run in one cell)"
+        # The comment keeps extra arguments (appended as "$@") away from `exit`.
+        return f"echo {shlex.quote(f'harness: {message}')} >&2; exit 2 #", "tasks.test (cannot run in one cell)"
     command = render_chain(steps)
     if command is None:
         raise manifest.error(

@@ -17,7 +17,6 @@ import asyncio
 import concurrent.futures
 import datetime
 import os
-import re
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from rattler.exceptions import InvalidMatchSpecError, SolverError
 from harness.cell import Cell
 from harness.channels import ResolvedChannel, repodata_fingerprint
 from harness.errors import HarnessError, SolveError
+from harness.specs import parse_cutoff
 
 TEST_ROLE = "test"
 TIMEOUT_ENV = "HARNESS_SOLVE_TIMEOUT"
@@ -206,21 +206,6 @@ def channel_specs(specs: Sequence[str], channels: Sequence[ResolvedChannel]) -> 
     return out
 
 
-_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
-_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
-def parse_cutoff(text: str) -> datetime.datetime | datetime.timedelta:
-    """pixi's ``exclude-newer``: an RFC 3339 time, a date (the start of the *next* day, UTC)
-    or a duration before now (``7d``, ``1h30m``).  Raises ``ValueError`` for anything else."""
-    text = text.strip()
-    if re.fullmatch(r"(\d+\s*[wdhms]\s*)+", text):
-        return datetime.timedelta(seconds=sum(int(n) * _SECONDS[u] for n, u in _DURATION.findall(text)))
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        day = datetime.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc)
-        return day + datetime.timedelta(days=1)
-    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def describe_cell(cell: Cell, channels: Sequence[ResolvedChannel]) -> str:

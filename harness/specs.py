@@ -7,6 +7,7 @@ wants strict MatchSpec strings, so normalisation lives here, in one place.
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -162,3 +163,20 @@ def _parse_dep(name: str, value: Any) -> Dep | str:
         if item is not None and not isinstance(item, str):
             return f"`{label}` must be a string"
     return Dep(name=name, version=version.strip() or "*", build=build, channel=channel, when=when)
+
+
+_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
+_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_cutoff(text: str) -> datetime.datetime | datetime.timedelta:
+    """pixi's ``exclude-newer``: an RFC 3339 time, a date (the start of the *next* day, UTC)
+    or a duration before now (``7d``, ``1h30m``).  Raises ``ValueError`` for anything else."""
+    text = text.strip()
+    if re.fullmatch(r"(\d+\s*[wdhms]\s*)+", text):
+        return datetime.timedelta(seconds=sum(int(n) * _SECONDS[u] for n, u in _DURATION.findall(text)))
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        day = datetime.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc)
+        return day + datetime.timedelta(days=1)
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)

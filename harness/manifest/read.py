@@ -38,7 +38,14 @@ from harness.manifest.platforms import (
     selector_error,
     selector_matches,
 )
-from harness.specs import Dep, package_name_problem, parse_dep, valid_version, version_problem
+from harness.specs import (
+    Dep,
+    package_name_problem,
+    parse_cutoff,
+    parse_dep,
+    valid_version,
+    version_problem,
+)
 from harness.tomlfile import TomlDocument, read_toml, resolve_path
 
 FEATURE_KEYS = (
@@ -387,8 +394,6 @@ class Reader:
 
     def cutoff(self, value: Any, *key: str) -> str:
         """``exclude-newer``: checked here, so a bad value fails when the manifest loads."""
-        from harness.solve import parse_cutoff
-
         if isinstance(value, (datetime.date, datetime.datetime)):
             value = value.isoformat()
         if not isinstance(value, str):

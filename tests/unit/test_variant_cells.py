@@ -256,6 +256,21 @@ def test_feature_tasks_cwd_env_args_and_project_variables(write, tmp_path: Path)
     assert (tmp_path / "where.txt").read_text().strip() == str(tmp_path / "sub")
 
 
+def test_a_task_only_another_environment_defines_fails_the_cells_tests_saying_so(write, tmp_path: Path) -> None:
+    text = HEAD.replace('preview = ["pixi-build"]\n', "") + """
+    [feature.rust.tasks]
+    test-fast = "cargo test"
+    [environments]
+    rust = ["rust"]
+    test = { tasks = { test = { depends-on = ["test-fast"] } } }
+    """
+    got = {c.id: c for c in compile_sources([write("pixi.toml", text)]).cells}
+    assert got["rust"].test_command == "python -m pytest"
+    result = run_test_command(got["test"], tmp_path, "-k", "x")
+    assert result.returncode == 2
+    assert "test-fast" in result.stderr and "rust" in result.stderr and "another environment" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("tasks", "message"),
     [
@@ -349,7 +364,8 @@ def test_pyproject_extras_groups_dependencies_and_requires_python(write) -> None
 def test_channel_pinned_specs_priority_and_exclude_newer_reach_the_solve(write) -> None:
     from harness.channels import ResolvedChannel
     from harness.lock import role_material
-    from harness.solve import RoleRequest, channel_specs, parse_cutoff
+    from harness.solve import RoleRequest, channel_specs
+    from harness.specs import parse_cutoff
 
     text = """
     [workspace]
@@ -432,14 +448,14 @@ def test_dev_tables_workspace_inheritance_and_package_only_members(write) -> Non
     member = write("member/pixi.toml", """
     [package]
     name = "member"
-    version = { workspace = true }
+    version = "0.2"
     [package.build]
     backend = { name = "pixi-build-python", version = "*" }
     [package.host-dependencies]
     python = "*"
     numpy = { workspace = true }
     shared = { workspace = true }
-    """.replace('version = { workspace = true }', 'version = "0.2"'))
+    """)
     (workspace,) = cells(write, (Path(member).parent.parent / "pixi.toml").read_text())
     assert [d.matchspec() for d in workspace.dependencies] == ["numpy >=2"]
     m = load_manifest(member)
